@@ -4,6 +4,7 @@
 //! The maths lives in `shared/DESIGN.md`; each module's header says which section it implements.
 
 pub mod error;
+pub mod io;
 pub mod particles;
 pub mod rng;
 
