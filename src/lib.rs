@@ -6,6 +6,7 @@
 pub mod error;
 pub mod io;
 pub mod particles;
+pub mod plot;
 pub mod rng;
 
 pub use error::{Error, Result};
