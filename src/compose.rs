@@ -2,10 +2,8 @@
 //! tracked log-densities ℓ_i and (where needed) the divergences ∇·s_i, the drift score ŝ the sampler
 //! moves with and the Feynman–Kac log-weight increment.
 //!
-//! Increments are written per step with the step's exact VP quantities: for a step t → t − h with
-//! a = α_t/α_{t−h}, `g²h` becomes `v = 1 − a²` and `∇·f h` becomes `d ln a`. For the geometric family
-//! this is exactly the importance weight of the ancestral step (see `sampler`), not only its first-order
-//! Euler version.
+//! The weight rate is split as G = A ∇·f + g² R(x, t): the sampler integrates the x-independent part
+//! exactly and R with the trapezoidal rule over each step.
 
 use std::fmt;
 use std::str::FromStr;
@@ -189,23 +187,27 @@ impl Composition {
         w.iter_mut().for_each(|v| *v /= tot);
     }
 
-    /// One particle's drift score ŝ (into `drift`) and log-weight increment for a step with
-    /// `lna = ln a`, `v = 1 − a²` and drift coefficient factor `kappa = (1 + η²)/2`.
+    /// The coefficient A of ∇·f in the weight rate G = A ∇·f + g² R: Σc − 1 for geometric targets, 0
+    /// otherwise. ∇·f = −½β d does not depend on x, so this part is integrated exactly.
+    pub fn div_f_coefficient(&self) -> f64 {
+        match self {
+            Composition::Geometric { exponents } => exponents.iter().sum::<f64>() - 1.0,
+            _ => 0.0,
+        }
+    }
+
+    /// One particle's drift score ŝ (into `drift`) and the state-dependent part R of its log-weight
+    /// rate G = A ∇·f + g² R (DESIGN.md §4):
+    ///
+    /// - geometric: R = ½(|Σ c_i s_i|² − Σ c_i |s_i|²), ŝ = Σ c_i s_i;
+    /// - power mean: R = −½(1 − 1/m) Σ w_i |s_i − ŝ|², ŝ = Σ w_i s_i, w = softmax(log a + ℓ/m);
+    /// - mixture, fr: R = κ [Σ(π_i − w_i)∇·s_i + ŝ·s_mix − Σ w_i |s_i|²], ŝ = Σ π_i s_i, κ = (1 + η²)/2;
+    /// - mixture, state: ŝ = Σ w_i s_i, R = 0; naive: ŝ = Σ π_i s_i, R = 0.
     ///
     /// `scores[i]` is s_i at the particle, `ell` its ℓ_i, `div` its ∇·s_i (when
     /// [`Self::needs_divergence`]), `w` scratch of length K.
     #[allow(clippy::too_many_arguments)]
-    pub fn drift_and_increment(
-        &self,
-        scores: &[&[f64]],
-        ell: &[f64],
-        div: Option<&[f64]>,
-        lna: f64,
-        v: f64,
-        kappa: f64,
-        w: &mut [f64],
-        drift: &mut [f64],
-    ) -> f64 {
+    pub fn drift_and_rate(&self, scores: &[&[f64]], ell: &[f64], div: Option<&[f64]>, kappa: f64, w: &mut [f64], drift: &mut [f64]) -> f64 {
         let d = drift.len();
         let k = scores.len();
         let combine = |c: &[f64], out: &mut [f64]| {
@@ -231,7 +233,6 @@ impl Composition {
                     0.0
                 }
                 MixtureMethod::Fr => {
-                    // G = κ g² [Σ(π_i − w_i)∇·s_i + ŝ·s_mix − Σ w_i |s_i|²], ŝ = Σ π_i s_i.
                     self.state_weights(ell, w);
                     combine(weights, drift);
                     let div = div.expect("divergences are computed for the fr method");
@@ -242,28 +243,25 @@ impl Composition {
                             g += drift[j] * w[i] * scores[i][j];
                         }
                     }
-                    kappa * v * g
+                    kappa * g
                 }
             },
             Composition::Power { m, .. } => {
-                // G = −(g²/2)(1 − 1/m) Σ w_i |s_i − ŝ|², ŝ = Σ w_i s_i.
                 self.state_weights(ell, w);
                 combine(w, drift);
                 let mut var = 0.0;
                 for i in 0..k {
                     var += w[i] * scores[i].iter().zip(drift.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
                 }
-                -0.5 * v * (1.0 - 1.0 / m) * var
+                -0.5 * (1.0 - 1.0 / m) * var
             }
             Composition::Geometric { exponents } => {
-                // G = (C − 1)∇·f + (g²/2)(|Σ c_i s_i|² − Σ c_i |s_i|²).
                 combine(exponents, drift);
-                let c: f64 = exponents.iter().sum();
                 let mut q = sq(drift);
                 for i in 0..k {
                     q -= exponents[i] * sq(scores[i]);
                 }
-                (c - 1.0) * d as f64 * lna + 0.5 * v * q
+                0.5 * q
             }
         }
     }

@@ -21,5 +21,5 @@ pub use compose::{ComposeKind, Composition, CompositionSpec, MixtureMethod};
 pub use divergence::{DivergenceEstimator, Probe};
 pub use model::{load_model, GaussianMixture, ScoreModel};
 pub use particles::{ResamplePolicy, Resampler};
-pub use sampler::{SampleRun, Sampler, SamplerConfig, StepInfo};
+pub use sampler::{Integrator, SampleRun, Sampler, SamplerConfig, StepInfo};
 pub use schedule::{TimeGrid, VpSchedule};

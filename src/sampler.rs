@@ -27,6 +27,29 @@ use crate::particles::{gather_rows, ParticleWeights, ResamplePolicy, Resampler};
 use crate::rng::{self, Rng};
 use crate::schedule::{TimeGrid, VpSchedule};
 
+/// How one reverse step is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Integrator {
+    /// x' = (x + κ v ŝ)/a + η √v/a z with a = α_t/α_s, v = 1 − a² (exact mean for η = 1).
+    #[default]
+    Ancestral,
+    /// Plain Euler–Maruyama: x' = x + h(½β x + κ β ŝ) + η √(β h) z, weights and ℓ with β(t)h
+    /// (an ablation: O(h) bias near t = 0).
+    EulerMaruyama,
+}
+
+impl std::str::FromStr for Integrator {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "ancestral" => Ok(Integrator::Ancestral),
+            "euler" | "euler-maruyama" | "em" => Ok(Integrator::EulerMaruyama),
+            _ => Err(Error::param("integrator", s, "expected ancestral or euler")),
+        }
+    }
+}
+
 /// Settings of a run. Fill in what you need over `Default::default()`; [`Sampler::new`] checks them.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct SamplerConfig {
@@ -38,6 +61,8 @@ pub struct SamplerConfig {
     pub t_min: f64,
     /// Spacing of the time grid.
     pub grid: TimeGrid,
+    /// The step rule.
+    pub integrator: Integrator,
     /// η: noise σ = η g with drift coefficient (g² + σ²)/2. 1 = reverse SDE, 0 = probability-flow ODE.
     pub noise_scale: f64,
     /// When and how to resample.
@@ -48,6 +73,13 @@ pub struct SamplerConfig {
     pub seed: u64,
     /// Take a final noise-free Tweedie step x ← (x + σ² ŝ)/α at t_min.
     pub denoise: bool,
+    /// Langevin corrector steps after each step (resample-move), for compositions whose drift score is
+    /// the exact score of the target path (geometric family): x ← x + ε ŝ + √(2ε) z at fixed t. They
+    /// leave the target invariant up to O(ε), so weights are unchanged, and pull the particle cloud
+    /// toward the target, which keeps the weights from degenerating.
+    pub corrector_steps: usize,
+    /// Signal-to-noise ratio r that sets the corrector step: ε = 2 r² d / mean |ŝ|².
+    pub corrector_snr: f64,
 }
 
 impl Default for SamplerConfig {
@@ -57,11 +89,14 @@ impl Default for SamplerConfig {
             steps: 500,
             t_min: 1e-3,
             grid: TimeGrid::default(),
+            integrator: Integrator::default(),
             noise_scale: 1.0,
             resample: ResamplePolicy::default(),
             divergence: DivergenceEstimator::default(),
             seed: 0,
             denoise: true,
+            corrector_steps: 0,
+            corrector_snr: 0.05,
         }
     }
 }
@@ -191,6 +226,16 @@ impl<'a> Sampler<'a> {
                 "Feynman-Kac weights along the probability-flow ODE are unstable (MATH-NOTES §4.3); use a noise scale > 0 (1 recommended)",
             ));
         }
+        if c.corrector_steps > 0 && !matches!(composition, Composition::Geometric { .. }) {
+            return Err(Error::param(
+                "corrector steps",
+                c.corrector_steps,
+                "Langevin correctors need the drift to be the target's own score: use them with geometric, product or anneal",
+            ));
+        }
+        if !(c.corrector_snr.is_finite() && c.corrector_snr > 0.0) {
+            return Err(Error::param("corrector SNR", c.corrector_snr, "must be finite and > 0"));
+        }
         if composition.needs_divergence(c.noise_scale) {
             for m in models {
                 c.divergence.check(*m)?;
@@ -216,6 +261,19 @@ impl<'a> Sampler<'a> {
         &self.times
     }
 
+    /// Scores (and divergences, where needed) of every model at the batch `x` and time t.
+    fn evaluate(&self, x: &[f64], t: f64, scores: &mut [Vec<f64>], divs: &mut [Vec<f64>], needs_div: bool, rng: &mut Rng) -> Result<()> {
+        for (m, sc) in self.models.iter().zip(scores.iter_mut()) {
+            batch_score(*m, x, t, sc)?;
+        }
+        if needs_div {
+            for (m, dv) in self.models.iter().zip(divs.iter_mut()) {
+                self.config.divergence.estimate(*m, x, t, rng, dv)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Run, calling `observer` after every step (for progress bars and live diagnostics).
     pub fn run(&self, mut observer: impl FnMut(&StepInfo)) -> Result<SampleRun> {
         let start = Instant::now();
@@ -224,8 +282,11 @@ impl<'a> Sampler<'a> {
         let (n, k) = (cfg.particles, self.models.len());
         let d = self.models[0].dim();
         let eta = cfg.noise_scale;
+        let kappa = 0.5 * (1.0 + eta * eta);
         let tracks = comp.tracks_log_density();
         let needs_div = comp.needs_divergence(eta);
+        let weighted = comp.is_weighted();
+        let div_f = comp.div_f_coefficient();
         let mut rng = rng::seeded(cfg.seed);
 
         // Composed prior: N(0, I / prec).
@@ -245,6 +306,8 @@ impl<'a> Sampler<'a> {
         let mut weights = ParticleWeights::new(n);
         let mut scores = vec![vec![0.0; n * d]; k];
         let mut divs = vec![vec![0.0; n]; k];
+        let mut drift = vec![0.0; n * d];
+        let mut rate = vec![0.0; n];
         let mut z = vec![0.0; n * d];
         let mut inc = vec![0.0; n];
         let mut infos = Vec::with_capacity(cfg.steps);
@@ -252,67 +315,98 @@ impl<'a> Sampler<'a> {
         let div_cost: usize = if needs_div { self.models.iter().map(|m| cfg.divergence.cost(*m)).sum() } else { 0 };
         let chunk = n.div_ceil(4 * rayon::current_num_threads()).max(16);
 
+        // Drift score ŝ and weight-rate part R of every particle from the current scores and ℓ.
+        let combine = |scores: &[Vec<f64>], divs: &[Vec<f64>], ell: &[f64], drift: &mut [f64], rate: &mut [f64]| {
+            drift.par_chunks_mut(chunk * d).zip(rate.par_chunks_mut(chunk)).enumerate().for_each(|(c, (dc, rc))| {
+                let mut w = vec![0.0; k];
+                let mut dv = vec![0.0; k];
+                for (r, rb) in rc.iter_mut().enumerate() {
+                    let b = c * chunk + r;
+                    let sc: Vec<&[f64]> = scores.iter().map(|s| &s[b * d..(b + 1) * d]).collect();
+                    if needs_div {
+                        for i in 0..k {
+                            dv[i] = divs[i][b];
+                        }
+                    }
+                    *rb = comp.drift_and_rate(&sc, &ell[b * k..(b + 1) * k], needs_div.then_some(&dv[..]), kappa, &mut w, &mut dc[r * d..(r + 1) * d]);
+                }
+            });
+        };
+
+        self.evaluate(&x, self.times[0], &mut scores, &mut divs, needs_div, &mut rng)?;
+        evals += (n * (k + div_cost)) as u64;
+        combine(&scores, &divs, &ell, &mut drift, &mut rate);
+
         for step in 0..cfg.steps {
             let (t, s) = (self.times[step], self.times[step + 1]);
-            let lna = self.schedule.log_alpha(t) - self.schedule.log_alpha(s);
-            let a = lna.exp();
-            let v = -(2.0 * lna).exp_m1();
-            let kappa = 0.5 * (1.0 + eta * eta);
-            let noise = eta * v.sqrt() / a;
-
-            for (m, sc) in self.models.iter().zip(scores.iter_mut()) {
-                batch_score(*m, &x, t, sc)?;
-            }
-            if needs_div {
-                for (m, dv) in self.models.iter().zip(divs.iter_mut()) {
-                    cfg.divergence.estimate(*m, &x, t, &mut rng, dv)?;
+            // Per-step coefficients: `lna` is ∫∇·f/d over the step, `v` stands for g² h; the move is
+            // x' = mx·x + ms·ŝ + noise·z, and ℓ uses cl·s_i·(x' − mx·x).
+            let (lna, v, mx, ms, noise, cl) = match cfg.integrator {
+                Integrator::Ancestral => {
+                    let lna = self.schedule.log_alpha(t) - self.schedule.log_alpha(s);
+                    let a = lna.exp();
+                    let v = -(2.0 * lna).exp_m1();
+                    (lna, v, 1.0 / a, kappa * v / a, eta * v.sqrt() / a, a)
                 }
-            }
-            evals += (n * (k + div_cost)) as u64;
+                Integrator::EulerMaruyama => {
+                    let bh = self.schedule.beta(t) * (t - s);
+                    (-0.5 * bh, bh, 1.0 + 0.5 * bh, kappa * bh, eta * bh.sqrt(), 1.0)
+                }
+            };
+            // Weight quadrature: Euler–Maruyama takes the left point; the ancestral step the
+            // trapezoidal rule, its two ends weighted by β so that they add up to v.
+            let (wl, wr) = match cfg.integrator {
+                Integrator::EulerMaruyama => (v, 0.0),
+                Integrator::Ancestral => {
+                    let (bt, bs) = (self.schedule.beta(t), self.schedule.beta(s));
+                    (0.5 * v * 2.0 * bt / (bt + bs), 0.5 * v * 2.0 * bs / (bt + bs))
+                }
+            };
             if eta > 0.0 {
                 rng::fill_normal(&mut rng, &mut z);
             }
 
-            let (scores_r, divs_r, z_r) = (&scores, &divs, &z);
+            // Move every particle and update its ℓ; `inc` gets the left part of the weight.
+            let (scores_r, divs_r, drift_r, rate_r, z_r) = (&scores, &divs, &drift, &rate, &z);
             x.par_chunks_mut(chunk * d)
                 .zip(ell.par_chunks_mut(chunk * k))
                 .zip(inc.par_chunks_mut(chunk))
                 .enumerate()
                 .for_each(|(c, ((xc, ec), ic))| {
-                    let mut w = vec![0.0; k];
-                    let mut drift = vec![0.0; d];
                     let mut xn = vec![0.0; d];
-                    let mut dv = vec![0.0; k];
                     for (r, inc_b) in ic.iter_mut().enumerate() {
                         let b = c * chunk + r;
-                        let sc: Vec<&[f64]> = scores_r.iter().map(|s| &s[b * d..(b + 1) * d]).collect();
-                        if needs_div {
-                            for i in 0..k {
-                                dv[i] = divs_r[i][b];
-                            }
-                        }
                         let xb = &mut xc[r * d..(r + 1) * d];
-                        let eb = &mut ec[r * k..(r + 1) * k];
-                        *inc_b = comp.drift_and_increment(&sc, eb, needs_div.then_some(&dv[..]), lna, v, kappa, &mut w, &mut drift);
-                        let zb = &z_r[b * d..(b + 1) * d];
+                        let (db, zb) = (&drift_r[b * d..(b + 1) * d], &z_r[b * d..(b + 1) * d]);
+                        *inc_b = div_f * d as f64 * lna + wl * rate_r[b];
                         for j in 0..d {
-                            xn[j] = (xb[j] + kappa * v * drift[j]) / a + noise * zb[j];
+                            xn[j] = mx * xb[j] + ms * db[j] + noise * zb[j];
                         }
                         if tracks {
-                            for i in 0..k {
+                            let eb = &mut ec[r * k..(r + 1) * k];
+                            for (i, e) in eb.iter_mut().enumerate() {
+                                let si = &scores_r[i][b * d..(b + 1) * d];
                                 let mut dl = d as f64 * lna;
                                 for j in 0..d {
-                                    dl += sc[i][j] * (a * xn[j] - xb[j]) - 0.5 * v * sc[i][j] * sc[i][j];
+                                    dl += cl * si[j] * (xn[j] - mx * xb[j]) - 0.5 * v * si[j] * si[j];
                                 }
                                 if needs_div {
-                                    dl += 0.5 * (eta * eta - 1.0) * v * dv[i];
+                                    dl += 0.5 * (eta * eta - 1.0) * v * divs_r[i][b];
                                 }
-                                eb[i] += dl;
+                                *e += dl;
                             }
                         }
                         xb.copy_from_slice(&xn);
                     }
                 });
+
+            // Scores at the new points: the right end of this step's weight, and the next step's drift.
+            self.evaluate(&x, s, &mut scores, &mut divs, needs_div, &mut rng)?;
+            evals += (n * (k + div_cost)) as u64;
+            combine(&scores, &divs, &ell, &mut drift, &mut rate);
+            if weighted {
+                inc.iter_mut().zip(&rate).for_each(|(i, r)| *i += wr * r);
+            }
 
             if let Some(b) = (0..n).find(|&b| !inc[b].is_finite() || !x[b * d..(b + 1) * d].iter().all(|v| v.is_finite())) {
                 let what = if inc[b].is_finite() { "particle position" } else { "log-weight increment" };
@@ -328,6 +422,24 @@ impl<'a> Sampler<'a> {
             if let Some(idx) = &ws.ancestors {
                 x = gather_rows(&x, d, idx);
                 ell = gather_rows(&ell, k, idx);
+                drift = gather_rows(&drift, d, idx);
+                rate = gather_rows(&rate, 1, idx);
+                for sc in scores.iter_mut() {
+                    *sc = gather_rows(sc, d, idx);
+                }
+                if needs_div {
+                    for dv in divs.iter_mut() {
+                        *dv = gather_rows(dv, 1, idx);
+                    }
+                }
+            }
+            if cfg.corrector_steps > 0 {
+                for _ in 0..cfg.corrector_steps {
+                    self.langevin_correct(&mut x, &drift, &mut z, chunk, &mut rng);
+                    self.evaluate(&x, s, &mut scores, &mut divs, needs_div, &mut rng)?;
+                    evals += (n * (k + div_cost)) as u64;
+                    combine(&scores, &divs, &ell, &mut drift, &mut rate);
+                }
             }
             let info = StepInfo {
                 step: step + 1,
@@ -343,30 +455,29 @@ impl<'a> Sampler<'a> {
         }
 
         if cfg.denoise {
+            // Tweedie: x ← (x + σ² ŝ)/α with the target's score at t_min (for naive, its drift).
             let t = cfg.t_min;
-            for (m, sc) in self.models.iter().zip(scores.iter_mut()) {
-                batch_score(*m, &x, t, sc)?;
-            }
-            evals += (n * k) as u64;
             let (alpha, s2) = (self.schedule.alpha(t), self.schedule.sigma2(t));
+            let naive = matches!(comp, Composition::Mixture { method: crate::compose::MixtureMethod::Naive, .. });
             let scores_r = &scores;
-            x.par_chunks_mut(chunk * d).zip(ell.par_chunks(chunk * k)).enumerate().for_each(|(c, (xc, ec))| {
+            x.par_chunks_mut(chunk * d).zip(ell.par_chunks(chunk * k)).zip(drift.par_chunks(chunk * d)).enumerate().for_each(|(c, ((xc, ec), dc))| {
                 let mut w = vec![0.0; k];
-                let mut drift = vec![0.0; d];
+                let mut sh = vec![0.0; d];
                 for r in 0..xc.len() / d {
                     let b = c * chunk + r;
-                    comp.state_weights(&ec[r * k..(r + 1) * k], &mut w);
-                    if let Composition::Mixture { weights, method: crate::compose::MixtureMethod::Naive } = comp {
-                        w.copy_from_slice(weights);
-                    }
-                    drift.iter_mut().for_each(|v| *v = 0.0);
-                    for i in 0..k {
-                        for j in 0..d {
-                            drift[j] += w[i] * scores_r[i][b * d + j];
+                    if naive {
+                        sh.copy_from_slice(&dc[r * d..(r + 1) * d]);
+                    } else {
+                        comp.state_weights(&ec[r * k..(r + 1) * k], &mut w);
+                        sh.iter_mut().for_each(|v| *v = 0.0);
+                        for i in 0..k {
+                            for j in 0..d {
+                                sh[j] += w[i] * scores_r[i][b * d + j];
+                            }
                         }
                     }
                     for j in 0..d {
-                        xc[r * d + j] = (xc[r * d + j] + s2 * drift[j]) / alpha;
+                        xc[r * d + j] = (xc[r * d + j] + s2 * sh[j]) / alpha;
                     }
                 }
             });
@@ -385,5 +496,21 @@ impl<'a> Sampler<'a> {
             score_evals: evals,
             wall_seconds: start.elapsed().as_secs_f64(),
         })
+    }
+
+    /// One unadjusted Langevin step at fixed t on the geometric target, whose score is the drift score
+    /// ŝ = Σ c_i s_i: x ← x + ε ŝ + √(2ε) z with ε = 2 r² d / mean |ŝ|².
+    fn langevin_correct(&self, x: &mut [f64], drift: &[f64], z: &mut [f64], chunk: usize, rng: &mut Rng) {
+        let d = self.models[0].dim();
+        let n = x.len() / d;
+        let mean_sq = drift.iter().map(|v| v * v).sum::<f64>() / n as f64;
+        let eps = 2.0 * self.config.corrector_snr.powi(2) * d as f64 / mean_sq.max(1e-12);
+        rng::fill_normal(rng, z);
+        let amp = (2.0 * eps).sqrt();
+        x.par_chunks_mut(chunk * d).zip(drift.par_chunks(chunk * d)).zip(z.par_chunks(chunk * d)).for_each(|((xc, dc), zc)| {
+            for i in 0..xc.len() {
+                xc[i] += eps * dc[i] + amp * zc[i];
+            }
+        });
     }
 }

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use wfrmix::{
-    io, load_model, output, rng, ComposeKind, CompositionSpec, DivergenceEstimator, MixtureMethod, Probe,
+    io, load_model, output, rng, ComposeKind, CompositionSpec, DivergenceEstimator, Integrator, MixtureMethod, Probe,
     ResamplePolicy, Resampler, Sampler, SamplerConfig, ScoreModel, TimeGrid,
 };
 
@@ -56,6 +56,15 @@ struct Args {
     /// Time grid: edm (default, rho = 7), edm:RHO, logsnr or uniform.
     #[arg(long, default_value = "edm")]
     grid: TimeGrid,
+    /// Step rule: ancestral (exact-mean VP step) or euler (plain Euler-Maruyama, for comparison).
+    #[arg(long, default_value = "ancestral")]
+    integrator: Integrator,
+    /// Langevin corrector steps per step (geometric, product, anneal): lower weight variance, small log Z bias.
+    #[arg(long, default_value_t = 0)]
+    corrector_steps: usize,
+    /// Corrector signal-to-noise ratio r: step = 2 r^2 d / mean |score|^2.
+    #[arg(long, default_value_t = 0.05)]
+    corrector_snr: f64,
     /// Skip the final noise-free denoising (Tweedie) step.
     #[arg(long)]
     no_denoise: bool,
@@ -133,11 +142,14 @@ fn run(args: Args) -> Result<()> {
         steps: args.steps,
         t_min: args.t_min,
         grid: args.grid,
+        integrator: args.integrator,
         noise_scale: args.noise_scale,
         resample: ResamplePolicy::new(args.resampler, args.ess_threshold, window)?,
         divergence: DivergenceEstimator::new(&args.divergence, args.probes, args.probe, args.fd_step)?,
         seed: args.seed,
         denoise: !args.no_denoise,
+        corrector_steps: args.corrector_steps,
+        corrector_snr: args.corrector_snr,
     };
     let sampler = Sampler::new(&refs, composition.clone(), config.clone())?;
 

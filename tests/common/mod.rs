@@ -1,0 +1,137 @@
+//! Shared truth for the integration tests: the experts, exact references and distances.
+#![allow(dead_code)]
+
+use wfrmix::rng::{self, Rng};
+use wfrmix::{GaussianMixture, SampleRun, VpSchedule};
+
+/// DESIGN.md §4b's case: "up" has two modes at y = +2, "down" three modes at y = −2.
+pub fn up_down() -> (GaussianMixture, GaussianMixture) {
+    let s = VpSchedule::default();
+    let up = GaussianMixture::new(vec![-2.0, 2.0, 2.0, 2.0], vec![0.5; 4], vec![1.0, 1.0], 2, s).unwrap().with_name("up");
+    let down = GaussianMixture::new(vec![-3.0, -2.0, 0.0, -2.0, 3.0, -2.0], vec![0.4; 6], vec![1.0; 3], 2, s).unwrap().with_name("down");
+    (up, down)
+}
+
+/// A K-component mixture in d dimensions with means N(shift, spread²), stds in [0.5, 0.9] and unequal
+/// weights, fixed by `seed`.
+pub fn random_gmm(k: usize, d: usize, spread: f64, shift: f64, seed: u64) -> GaussianMixture {
+    let mut r = rng::seeded(seed);
+    let mut m = vec![0.0; k * d];
+    rng::fill_normal(&mut r, &mut m);
+    m.iter_mut().for_each(|v| *v = shift + spread * *v);
+    let sd: Vec<f64> = (0..k * d).map(|i| 0.5 + 0.1 * (i % 5) as f64).collect();
+    let w: Vec<f64> = (0..k).map(|i| 1.0 + 0.5 * i as f64).collect();
+    GaussianMixture::new(m, sd, w, d, VpSchedule::default()).unwrap()
+}
+
+/// Weighted mean and per-coordinate variance of a run's particles.
+pub fn moments(run: &SampleRun) -> (Vec<f64>, Vec<f64>) {
+    let d = run.dim();
+    let mean: Vec<f64> = (0..d).map(|j| run.weighted_mean(|x| x[j])).collect();
+    let var: Vec<f64> = (0..d).map(|j| run.weighted_mean(|x| (x[j] - mean[j]).powi(2))).collect();
+    (mean, var)
+}
+
+/// Exact mean and per-coordinate variance of a mixture.
+pub fn gmm_moments(g: &GaussianMixture) -> (Vec<f64>, Vec<f64>) {
+    let d = g.means().len() / g.components();
+    let w = g.weights();
+    let mut mean = vec![0.0; d];
+    let mut m2 = vec![0.0; d];
+    for k in 0..g.components() {
+        for j in 0..d {
+            let (mu, v) = (g.means()[k * d + j], g.variances()[k * d + j]);
+            mean[j] += w[k] * mu;
+            m2[j] += w[k] * (v + mu * mu);
+        }
+    }
+    let var = (0..d).map(|j| m2[j] - mean[j] * mean[j]).collect();
+    (mean, var)
+}
+
+/// Sliced 1-Wasserstein distance between weighted points `x` (weights `wx`, Σ = 1) and equally
+/// weighted points `y`, over `dirs` fixed random directions.
+pub fn sliced_w1(x: &[f64], wx: &[f64], y: &[f64], d: usize, dirs: usize) -> f64 {
+    let mut r = rng::seeded(12345);
+    let ny = y.len() / d;
+    let mut total = 0.0;
+    for _ in 0..dirs {
+        let mut u = vec![0.0; d];
+        rng::fill_normal(&mut r, &mut u);
+        let nrm = u.iter().map(|v| v * v).sum::<f64>().sqrt();
+        u.iter_mut().for_each(|v| *v /= nrm);
+        let proj = |p: &[f64]| p.iter().zip(&u).map(|(a, b)| a * b).sum::<f64>();
+        // Signed masses: +w for x, −1/ny for y; W1 = ∫ |cumulative mass| dt.
+        let mut pts: Vec<(f64, f64)> = x.chunks_exact(d).zip(wx).map(|(p, &w)| (proj(p), w)).collect();
+        pts.extend(y.chunks_exact(d).map(|p| (proj(p), -1.0 / ny as f64)));
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut cum = 0.0;
+        for k in 0..pts.len() - 1 {
+            cum += pts[k].1;
+            total += cum.abs() * (pts[k + 1].0 - pts[k].0);
+        }
+    }
+    total / dirs as f64
+}
+
+/// Exact samples of `g`.
+pub fn exact(g: &GaussianMixture, n: usize, seed: u64) -> Vec<f64> {
+    g.sample(n, &mut rng::seeded(seed))
+}
+
+/// Noise floor of [`sliced_w1`] between two independent exact sample sets of size n: (mean, sd) over
+/// `reps` replicates.
+pub fn w1_noise_floor(g: &GaussianMixture, n: usize, reps: usize) -> (f64, f64) {
+    let d = g.means().len() / g.components();
+    let w = vec![1.0 / n as f64; n];
+    let vals: Vec<f64> = (0..reps).map(|r| sliced_w1(&exact(g, n, 1000 + r as u64), &w, &exact(g, n, 2000 + r as u64), d, 16)).collect();
+    let m = vals.iter().sum::<f64>() / reps as f64;
+    let sd = (vals.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (reps - 1) as f64).sqrt();
+    (m, sd)
+}
+
+/// Quadrature of an unnormalised 2-D log-density on [lo, hi]² with n×n midpoints: (log Z, mean, cov).
+pub fn quad2(logf: impl Fn(&[f64]) -> f64, lo: f64, hi: f64, n: usize) -> (f64, [f64; 2], [[f64; 2]; 2]) {
+    let h = (hi - lo) / n as f64;
+    let mut pts = Vec::with_capacity(n * n);
+    for i in 0..n {
+        for j in 0..n {
+            let p = [lo + (i as f64 + 0.5) * h, lo + (j as f64 + 0.5) * h];
+            pts.push((p, logf(&p)));
+        }
+    }
+    let mx = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    let (mut z, mut m, mut s) = (0.0, [0.0; 2], [[0.0; 2]; 2]);
+    for (p, l) in &pts {
+        let w = (l - mx).exp();
+        z += w;
+        for a in 0..2 {
+            m[a] += w * p[a];
+            for b in 0..2 {
+                s[a][b] += w * p[a] * p[b];
+            }
+        }
+    }
+    for a in 0..2 {
+        m[a] /= z;
+    }
+    for a in 0..2 {
+        for b in 0..2 {
+            s[a][b] = s[a][b] / z - m[a] * m[b];
+        }
+    }
+    (mx + (z * h * h).ln(), m, s)
+}
+
+/// log q_0(x) of one point under a mixture.
+pub fn log_q0(g: &GaussianMixture, x: &[f64]) -> f64 {
+    use wfrmix::ScoreModel;
+    let mut out = [0.0];
+    g.log_density(x, 0.0, &mut out).unwrap();
+    out[0]
+}
+
+/// A seeded generator.
+pub fn rng(seed: u64) -> Rng {
+    rng::seeded(seed)
+}
