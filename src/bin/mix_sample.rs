@@ -1,1 +1,209 @@
-fn main(){}
+//! `mix-sample`: compose score models and sample the composition with a weighted reverse SDE.
+//! A thin layer over the library: parse, build checked settings, run, write outputs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use wfrmix::{
+    io, load_model, output, rng, ComposeKind, CompositionSpec, DivergenceEstimator, MixtureMethod, Probe,
+    ResamplePolicy, Resampler, Sampler, SamplerConfig, ScoreModel, TimeGrid,
+};
+
+/// Sample compositions of diffusion models (mixtures, power means, geometric mixtures, products,
+/// annealing) with a weighted reverse SDE and adaptive resampling.
+#[derive(Parser, Debug)]
+#[command(name = "mix-sample", version, about, long_about = None)]
+struct Args {
+    /// Model files (.safetensors with a `kind` in their header metadata).
+    #[arg(long, num_args = 1.., required = true, value_name = "FILE")]
+    models: Vec<PathBuf>,
+    /// How to compose: mixture | power | geometric | product | anneal.
+    #[arg(long, default_value = "mixture")]
+    compose: ComposeKind,
+    /// Mixture sampling method: state (exact, tracked log-densities) | fr (Fisher-Rao correction weights) | naive (biased ablation).
+    #[arg(long, default_value = "state")]
+    method: MixtureMethod,
+    /// The second model's share for two models: weights or exponents (1 - beta, beta).
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    beta: f64,
+    /// One weight (mixture, power) or exponent (geometric) per model, comma-separated; overrides --beta.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    weights: Option<Vec<f64>>,
+    /// Power-mean exponent m (1 = linear mixture, 2 = Fisher-Rao mixture).
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    m: f64,
+    /// Annealing exponent gamma (one model to the power gamma).
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    gamma: f64,
+    /// Noise scale eta: sigma = eta * g (1 = reverse SDE, 0 = probability-flow ODE).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    noise_scale: f64,
+    /// Number of particles.
+    #[arg(long, default_value_t = 1024)]
+    particles: usize,
+    /// Number of reverse steps.
+    #[arg(long, default_value_t = 500)]
+    steps: usize,
+    /// Last time of the grid.
+    #[arg(long, default_value_t = 1e-3)]
+    t_min: f64,
+    /// Time grid: edm (default, rho = 7), edm:RHO, logsnr or uniform.
+    #[arg(long, default_value = "edm")]
+    grid: TimeGrid,
+    /// Skip the final noise-free denoising (Tweedie) step.
+    #[arg(long)]
+    no_denoise: bool,
+    /// Seed of the run's random stream.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Resampling scheme: systematic | stratified | multinomial | residual.
+    #[arg(long, default_value = "systematic")]
+    resampler: Resampler,
+    /// Resample when ESS < threshold * N (0 = never, 1 = every step).
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
+    ess_threshold: f64,
+    /// Allow resampling only for forward times in LO:HI.
+    #[arg(long, value_name = "LO:HI")]
+    resample_window: Option<String>,
+    /// Divergence estimator, where one is needed: exact | vjp | fd.
+    #[arg(long, default_value = "vjp")]
+    divergence: String,
+    /// Hutchinson probes per step.
+    #[arg(long, default_value_t = 1)]
+    probes: usize,
+    /// Hutchinson probe distribution: rademacher | gaussian.
+    #[arg(long, default_value = "rademacher")]
+    probe: Probe,
+    /// Central-difference step for --divergence fd.
+    #[arg(long, default_value_t = 1e-2)]
+    fd_step: f64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Picture of a weighted resample (PNG): a scatter plot of the first two coordinates.
+    #[arg(long, value_name = "FILE.png")]
+    out: Option<PathBuf>,
+    /// Save `samples` [N, ...] and normalised `log_weights` [N] (safetensors).
+    #[arg(long, value_name = "FILE.safetensors")]
+    save_samples: Option<PathBuf>,
+    /// JSON report: settings, per-step ESS / resampling / ancestors, log Z, timing.
+    #[arg(long, value_name = "FILE.json")]
+    report: Option<PathBuf>,
+    /// No progress bar or summary.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_window(s: &str) -> Result<(f64, f64)> {
+    let (a, b) = s.split_once(':').with_context(|| format!("--resample-window `{s}`: expected LO:HI, e.g. 0.05:1"))?;
+    let p = |v: &str| v.trim().parse::<f64>().with_context(|| format!("--resample-window `{s}`: `{v}` is not a number"));
+    Ok((p(a)?, p(b)?))
+}
+
+fn run(args: Args) -> Result<()> {
+    if let Some(t) = args.threads {
+        anyhow::ensure!(t > 0, "--threads must be at least 1");
+        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().context("setting the thread count")?;
+    }
+    // Fail on unwritable outputs before spending time on sampling.
+    for p in [&args.out, &args.save_samples, &args.report].into_iter().flatten() {
+        io::check_writable(p)?;
+    }
+    let models: Vec<Box<dyn ScoreModel>> = args.models.iter().map(|p| load_model(p)).collect::<wfrmix::Result<_>>()?;
+    let refs: Vec<&dyn ScoreModel> = models.iter().map(|m| m.as_ref()).collect();
+    let spec = CompositionSpec {
+        kind: args.compose,
+        n_models: refs.len(),
+        coefficients: args.weights.clone(),
+        beta: args.beta,
+        method: args.method,
+        m: args.m,
+        gamma: args.gamma,
+    };
+    let composition = spec.build()?;
+    let window = args.resample_window.as_deref().map(parse_window).transpose()?;
+    let config = SamplerConfig {
+        particles: args.particles,
+        steps: args.steps,
+        t_min: args.t_min,
+        grid: args.grid,
+        noise_scale: args.noise_scale,
+        resample: ResamplePolicy::new(args.resampler, args.ess_threshold, window)?,
+        divergence: DivergenceEstimator::new(&args.divergence, args.probes, args.probe, args.fd_step)?,
+        seed: args.seed,
+        denoise: !args.no_denoise,
+    };
+    let sampler = Sampler::new(&refs, composition.clone(), config.clone())?;
+
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::with_draw_target(Some(args.steps as u64), ProgressDrawTarget::stderr()) };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} steps  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let n = args.particles as f64;
+    let result = sampler.run(|s| {
+        bar.set_position(s.step as u64);
+        if s.step % 10 == 0 || s.step == s.steps {
+            bar.set_message(format!("t {:.4}  ESS {:.0}%", s.t, 100.0 * s.ess / n));
+        }
+    });
+    bar.finish_and_clear();
+    let run = result?;
+
+    let settings = json!({
+        "models": args.models.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "composition": composition,
+        "sampler": config,
+        "time_grid": sampler.times().len(),
+    });
+    if let Some(p) = &args.save_samples {
+        let mut meta = HashMap::new();
+        meta.insert("composition".to_string(), serde_json::to_string(&composition).unwrap_or_default());
+        meta.insert("seed".to_string(), args.seed.to_string());
+        output::save_samples(p, &run, &meta)?;
+    }
+    if let Some(p) = &args.report {
+        output::save_report(p, settings, &run)?;
+    }
+    if let Some(p) = &args.out {
+        let names: Vec<String> = args
+            .models
+            .iter()
+            .map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
+            .collect();
+        let title = format!("{:?} of {} ({} particles, seed {})", args.compose, names.join(" + "), args.particles, args.seed).to_lowercase();
+        output::save_scatter(p, &run, &title, &mut rng::seeded(args.seed ^ 0x5eed))?;
+    }
+    if !args.quiet {
+        println!(
+            "{} particles x {} steps in {:.2} s ({:.3e} particle-steps/s); log Z = {:.4}; final ESS = {:.0} ({:.0}%); {} resamplings",
+            run.len(),
+            run.steps.len(),
+            run.wall_seconds,
+            run.particle_steps_per_second(),
+            run.log_z,
+            run.final_ess,
+            100.0 * run.final_ess / n,
+            run.resamples
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mix-sample: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Compositions of K score models (DESIGN.md §4): for each particle, from the models' scores s_i, the
+//! tracked log-densities ℓ_i and (where needed) the divergences ∇·s_i, the drift score ŝ the sampler
+//! moves with and the Feynman–Kac log-weight increment.
+//!
+//! Increments are written per step with the step's exact VP quantities: for a step t → t − h with
+//! a = α_t/α_{t−h}, `g²h` becomes `v = 1 − a²` and `∇·f h` becomes `d ln a`. For the geometric family
+//! this is exactly the importance weight of the ancestral step (see `sampler`), not only its first-order
+//! Euler version.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// How a linear mixture is sampled (§4b).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MixtureMethod {
+    /// Drift Σ w_i s_i with state-dependent weights from tracked log-densities: exact, no FK weights.
+    #[default]
+    State,
+    /// Fixed-coefficient drift Σ π_i s_i plus the Fisher–Rao correction weights (needs divergences).
+    Fr,
+    /// Fixed-coefficient drift, no weights: biased; an ablation that shows what the correction buys.
+    Naive,
+}
+
+impl FromStr for MixtureMethod {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "state" => Ok(MixtureMethod::State),
+            "fr" => Ok(MixtureMethod::Fr),
+            "naive" => Ok(MixtureMethod::Naive),
+            _ => Err(Error::param("mixture method", s, "expected state, fr or naive")),
+        }
+    }
+}
+
+impl fmt::Display for MixtureMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MixtureMethod::State => "state",
+            MixtureMethod::Fr => "fr",
+            MixtureMethod::Naive => "naive",
+        })
+    }
+}
+
+/// A checked composition of K models. Build it with the constructors, which validate once.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Composition {
+    /// ρ_t = Σ π_i q_{i,t} (linear, "OR") mixture.
+    Mixture { weights: Vec<f64>, method: MixtureMethod },
+    /// ρ_t = (Σ a_i q_{i,t}^{1/m})^m: m = 1 linear, m = 2 Fisher–Rao (Hellinger), m → ∞ geometric.
+    Power { weights: Vec<f64>, m: f64 },
+    /// ρ_t ∝ Π q_{i,t}^{c_i}: geometric mixture (c = (1−β, β)), product (c = 1), annealing (one model, c = γ).
+    Geometric { exponents: Vec<f64> },
+}
+
+fn check_weights(name: &str, w: &[f64]) -> Result<Vec<f64>> {
+    if w.is_empty() {
+        return Err(Error::param(name, "[]", "need one weight per model"));
+    }
+    if let Some(bad) = w.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+        return Err(Error::param(name, bad, "weights must be finite and >= 0"));
+    }
+    let total: f64 = w.iter().sum();
+    if total <= 0.0 {
+        return Err(Error::param(name, format!("{w:?}"), "weights must not all be zero"));
+    }
+    Ok(w.iter().map(|v| v / total).collect())
+}
+
+/// Two-model weights (1 − β, β) from a share β ∈ [0, 1].
+pub fn beta_pair(beta: f64) -> Result<Vec<f64>> {
+    if !(beta.is_finite() && (0.0..=1.0).contains(&beta)) {
+        return Err(Error::param("beta", beta, "the second model's share must lie in [0, 1]"));
+    }
+    Ok(vec![1.0 - beta, beta])
+}
+
+impl Composition {
+    /// Linear mixture with weights π (normalised here).
+    pub fn mixture(weights: &[f64], method: MixtureMethod) -> Result<Self> {
+        Ok(Composition::Mixture { weights: check_weights("mixture weights", weights)?, method })
+    }
+
+    /// Power mean with weights a (normalised) and exponent m ≥ 1.
+    pub fn power(weights: &[f64], m: f64) -> Result<Self> {
+        if !(m.is_finite() && m >= 1.0) {
+            return Err(Error::param("power-mean exponent m", m, "must be finite and >= 1 (1 = linear mixture, 2 = Fisher-Rao mixture)"));
+        }
+        Ok(Composition::Power { weights: check_weights("power-mean weights", weights)?, m })
+    }
+
+    /// Geometric composition Π q_i^{c_i}, c_i ≥ 0 not all zero.
+    pub fn geometric(exponents: &[f64]) -> Result<Self> {
+        check_weights("geometric exponents", exponents)?;
+        Ok(Composition::Geometric { exponents: exponents.to_vec() })
+    }
+
+    /// Product of K models (all exponents 1).
+    pub fn product(k: usize) -> Result<Self> {
+        if k < 2 {
+            return Err(Error::param("models for a product", k, "a product needs at least two models"));
+        }
+        Ok(Composition::Geometric { exponents: vec![1.0; k] })
+    }
+
+    /// One model raised to the power γ > 0 (γ > 1 sharpens, γ < 1 flattens).
+    pub fn anneal(gamma: f64) -> Result<Self> {
+        if !(gamma.is_finite() && gamma > 0.0) {
+            return Err(Error::param("anneal exponent gamma", gamma, "must be finite and > 0"));
+        }
+        Ok(Composition::Geometric { exponents: vec![gamma] })
+    }
+
+    /// Number of models the composition takes.
+    pub fn n_models(&self) -> usize {
+        match self {
+            Composition::Mixture { weights, .. } | Composition::Power { weights, .. } => weights.len(),
+            Composition::Geometric { exponents } => exponents.len(),
+        }
+    }
+
+    /// Whether per-particle log-densities ℓ_i are tracked.
+    pub fn tracks_log_density(&self) -> bool {
+        matches!(self, Composition::Mixture { method: MixtureMethod::State | MixtureMethod::Fr, .. } | Composition::Power { .. })
+    }
+
+    /// Whether particles carry non-trivial Feynman–Kac weights.
+    pub fn is_weighted(&self) -> bool {
+        match self {
+            Composition::Mixture { method, .. } => *method == MixtureMethod::Fr,
+            Composition::Power { m, .. } => *m > 1.0,
+            Composition::Geometric { exponents } => !(exponents.len() == 1 && exponents[0] == 1.0),
+        }
+    }
+
+    /// Whether divergences ∇·s_i are needed at noise scale η: for the Fisher–Rao correction, and for
+    /// ℓ tracking when σ ≠ g.
+    pub fn needs_divergence(&self, eta: f64) -> bool {
+        matches!(self, Composition::Mixture { method: MixtureMethod::Fr, .. }) || (self.tracks_log_density() && eta != 1.0)
+    }
+
+    /// Precision of the composed prior at t = 1: Σ c_i for geometric targets (N(0, I/Σc)), else 1.
+    pub fn prior_precision(&self) -> f64 {
+        match self {
+            Composition::Geometric { exponents } => exponents.iter().sum(),
+            _ => 1.0,
+        }
+    }
+
+    /// log Z_1, the normaliser of the composed target at t = 1 when every q_{i,1} = N(0, I) in d
+    /// dimensions: (d/2)((1 − C) ln 2π − ln C) for geometric targets, 0 otherwise.
+    pub fn log_z_prior(&self, d: usize) -> f64 {
+        match self {
+            Composition::Geometric { exponents } => {
+                let c: f64 = exponents.iter().sum();
+                0.5 * d as f64 * ((1.0 - c) * (2.0 * std::f64::consts::PI).ln() - c.ln())
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// State-dependent weights w_i from the tracked ℓ_i (mixture: softmax(log π + ℓ); power:
+    /// softmax(log a + ℓ/m)). Written into `w`.
+    pub fn state_weights(&self, ell: &[f64], w: &mut [f64]) {
+        let (coef, scale) = match self {
+            Composition::Mixture { weights, .. } => (weights, 1.0),
+            Composition::Power { weights, m } => (weights, 1.0 / m),
+            Composition::Geometric { exponents } => {
+                w.copy_from_slice(exponents);
+                return;
+            }
+        };
+        let mut mx = f64::NEG_INFINITY;
+        for i in 0..w.len() {
+            w[i] = if coef[i] > 0.0 { coef[i].ln() + scale * ell[i] } else { f64::NEG_INFINITY };
+            mx = mx.max(w[i]);
+        }
+        let mut tot = 0.0;
+        for v in w.iter_mut() {
+            *v = (*v - mx).exp();
+            tot += *v;
+        }
+        w.iter_mut().for_each(|v| *v /= tot);
+    }
+
+    /// One particle's drift score ŝ (into `drift`) and log-weight increment for a step with
+    /// `lna = ln a`, `v = 1 − a²` and drift coefficient factor `kappa = (1 + η²)/2`.
+    ///
+    /// `scores[i]` is s_i at the particle, `ell` its ℓ_i, `div` its ∇·s_i (when
+    /// [`Self::needs_divergence`]), `w` scratch of length K.
+    #[allow(clippy::too_many_arguments)]
+    pub fn drift_and_increment(
+        &self,
+        scores: &[&[f64]],
+        ell: &[f64],
+        div: Option<&[f64]>,
+        lna: f64,
+        v: f64,
+        kappa: f64,
+        w: &mut [f64],
+        drift: &mut [f64],
+    ) -> f64 {
+        let d = drift.len();
+        let k = scores.len();
+        let combine = |c: &[f64], out: &mut [f64]| {
+            out.iter_mut().for_each(|o| *o = 0.0);
+            for i in 0..k {
+                if c[i] != 0.0 {
+                    for j in 0..d {
+                        out[j] += c[i] * scores[i][j];
+                    }
+                }
+            }
+        };
+        let sq = |a: &[f64]| a.iter().map(|x| x * x).sum::<f64>();
+        match self {
+            Composition::Mixture { weights, method } => match method {
+                MixtureMethod::State => {
+                    self.state_weights(ell, w);
+                    combine(w, drift);
+                    0.0
+                }
+                MixtureMethod::Naive => {
+                    combine(weights, drift);
+                    0.0
+                }
+                MixtureMethod::Fr => {
+                    // G = κ g² [Σ(π_i − w_i)∇·s_i + ŝ·s_mix − Σ w_i |s_i|²], ŝ = Σ π_i s_i.
+                    self.state_weights(ell, w);
+                    combine(weights, drift);
+                    let div = div.expect("divergences are computed for the fr method");
+                    let mut g = 0.0;
+                    for i in 0..k {
+                        g += (weights[i] - w[i]) * div[i] - w[i] * sq(scores[i]);
+                        for j in 0..d {
+                            g += drift[j] * w[i] * scores[i][j];
+                        }
+                    }
+                    kappa * v * g
+                }
+            },
+            Composition::Power { m, .. } => {
+                // G = −(g²/2)(1 − 1/m) Σ w_i |s_i − ŝ|², ŝ = Σ w_i s_i.
+                self.state_weights(ell, w);
+                combine(w, drift);
+                let mut var = 0.0;
+                for i in 0..k {
+                    var += w[i] * scores[i].iter().zip(drift.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+                }
+                -0.5 * v * (1.0 - 1.0 / m) * var
+            }
+            Composition::Geometric { exponents } => {
+                // G = (C − 1)∇·f + (g²/2)(|Σ c_i s_i|² − Σ c_i |s_i|²).
+                combine(exponents, drift);
+                let c: f64 = exponents.iter().sum();
+                let mut q = sq(drift);
+                for i in 0..k {
+                    q -= exponents[i] * sq(scores[i]);
+                }
+                (c - 1.0) * d as f64 * lna + 0.5 * v * q
+            }
+        }
+    }
+}
+
+/// The families a user picks by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComposeKind {
+    Mixture,
+    Power,
+    Geometric,
+    Product,
+    Anneal,
+}
+
+impl FromStr for ComposeKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "mixture" => Ok(ComposeKind::Mixture),
+            "power" => Ok(ComposeKind::Power),
+            "geometric" => Ok(ComposeKind::Geometric),
+            "product" => Ok(ComposeKind::Product),
+            "anneal" => Ok(ComposeKind::Anneal),
+            _ => Err(Error::param("composition", s, "expected mixture, power, geometric, product or anneal")),
+        }
+    }
+}
+
+/// Everything that picks a composition, as a user states it. [`CompositionSpec::build`] checks it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompositionSpec {
+    pub kind: ComposeKind,
+    /// Number of models given.
+    pub n_models: usize,
+    /// Explicit weights or exponents, one per model (overrides `beta`).
+    pub coefficients: Option<Vec<f64>>,
+    /// The second model's share for two models: weights or exponents (1 − β, β).
+    pub beta: f64,
+    pub method: MixtureMethod,
+    /// Power-mean exponent.
+    pub m: f64,
+    /// Annealing exponent.
+    pub gamma: f64,
+}
+
+impl CompositionSpec {
+    /// The checked composition.
+    pub fn build(&self) -> Result<Composition> {
+        let k = self.n_models;
+        let coef = || -> Result<Vec<f64>> {
+            match &self.coefficients {
+                Some(c) if c.len() != k => Err(Error::param(
+                    "weights",
+                    format!("{c:?}"),
+                    format!("give one weight or exponent per model ({k} models)"),
+                )),
+                Some(c) => Ok(c.clone()),
+                None if k == 2 => beta_pair(self.beta),
+                None => Ok(vec![1.0 / k as f64; k]),
+            }
+        };
+        match self.kind {
+            ComposeKind::Mixture | ComposeKind::Power | ComposeKind::Geometric if k < 2 => Err(Error::param(
+                "number of models",
+                k,
+                "mixtures, power means and geometric mixtures compose two or more models (use anneal for one)",
+            )),
+            ComposeKind::Mixture => Composition::mixture(&coef()?, self.method),
+            ComposeKind::Power => Composition::power(&coef()?, self.m),
+            ComposeKind::Geometric => Composition::geometric(&coef()?),
+            ComposeKind::Product => Composition::product(k),
+            ComposeKind::Anneal if k != 1 => Err(Error::param("number of models", k, "anneal takes exactly one model")),
+            ComposeKind::Anneal => Composition::anneal(self.gamma),
+        }
+    }
+}

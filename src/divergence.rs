@@ -1,0 +1,183 @@
+//! Divergence estimates ∇·s(x) = tr J_s(x) (DESIGN.md §5): exact (the model's own, or d reverse-mode
+//! passes), and Hutchinson's unbiased estimator E[εᵀ J ε] with Rademacher or Gaussian probes, where
+//! εᵀ J ε comes from a reverse-mode vector–Jacobian product or from central differences of the score.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+use crate::model::{for_chunks, ScoreModel};
+use crate::rng::{self, Rng};
+
+/// Probe distribution for Hutchinson's estimator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Probe {
+    /// ±1 entries: variance 2 Σ_{i≠j} J_ij² per probe (the lowest).
+    #[default]
+    Rademacher,
+    /// N(0, 1) entries: adds 2 Σ J_ii².
+    Gaussian,
+}
+
+impl FromStr for Probe {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "rademacher" => Ok(Probe::Rademacher),
+            "gaussian" => Ok(Probe::Gaussian),
+            _ => Err(Error::param("probe", s, "expected rademacher or gaussian")),
+        }
+    }
+}
+
+/// How divergences are obtained.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum DivergenceEstimator {
+    /// The model's exact divergence, else d reverse-mode passes with the basis vectors.
+    Exact,
+    /// Hutchinson with reverse-mode VJPs: one score-gradient pass per probe.
+    Vjp { probes: usize, probe: Probe },
+    /// Hutchinson with central differences εᵀ(s(x + hε) − s(x − hε))/(2h): two forwards per probe, O(h²) bias.
+    Fd { probes: usize, probe: Probe, step: f64 },
+}
+
+impl Default for DivergenceEstimator {
+    fn default() -> Self {
+        DivergenceEstimator::Vjp { probes: 1, probe: Probe::Rademacher }
+    }
+}
+
+impl fmt::Display for DivergenceEstimator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DivergenceEstimator::Exact => f.write_str("exact"),
+            DivergenceEstimator::Vjp { probes, probe } => write!(f, "vjp ({probes} {probe:?} probes)"),
+            DivergenceEstimator::Fd { probes, probe, step } => write!(f, "fd ({probes} {probe:?} probes, h = {step})"),
+        }
+    }
+}
+
+impl DivergenceEstimator {
+    /// A checked estimator from its name (`exact`, `vjp`, `fd`), probe count, probe kind and FD step.
+    pub fn new(kind: &str, probes: usize, probe: Probe, step: f64) -> Result<Self> {
+        if probes == 0 {
+            return Err(Error::param("probes", probes, "Hutchinson needs at least one probe"));
+        }
+        match kind.to_ascii_lowercase().as_str() {
+            "exact" => Ok(DivergenceEstimator::Exact),
+            "vjp" => Ok(DivergenceEstimator::Vjp { probes, probe }),
+            "fd" => {
+                if !(step.is_finite() && step > 0.0) {
+                    return Err(Error::param("finite-difference step", step, "must be finite and > 0"));
+                }
+                Ok(DivergenceEstimator::Fd { probes, probe, step })
+            }
+            _ => Err(Error::param("divergence estimator", kind, "expected exact, vjp or fd")),
+        }
+    }
+
+    /// Check that `model` supports this estimator.
+    pub fn check(&self, model: &dyn ScoreModel) -> Result<()> {
+        match self {
+            DivergenceEstimator::Exact if !model.has_divergence() && !model.has_vjp() => Err(model.unsupported(
+                "an exact divergence or reverse-mode gradients",
+                "use --divergence fd (Hutchinson with central differences)",
+            )),
+            DivergenceEstimator::Vjp { .. } if !model.has_vjp() => {
+                Err(model.unsupported("reverse-mode vector-Jacobian products", "use --divergence fd"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Score evaluations (per particle) one call of [`Self::estimate`] costs, counting a VJP as one.
+    pub fn cost(&self, model: &dyn ScoreModel) -> usize {
+        match *self {
+            DivergenceEstimator::Exact => {
+                if model.has_divergence() {
+                    1
+                } else {
+                    model.dim()
+                }
+            }
+            DivergenceEstimator::Vjp { probes, .. } => probes,
+            DivergenceEstimator::Fd { probes, .. } => 2 * probes,
+        }
+    }
+
+    /// Divergences of `model`'s score at the batch `x` (n × d) and time t, into `out` (n). Probes are
+    /// drawn from `rng` on the calling thread.
+    pub fn estimate(&self, model: &dyn ScoreModel, x: &[f64], t: f64, rng: &mut Rng, out: &mut [f64]) -> Result<()> {
+        let d = model.dim();
+        let n = out.len();
+        match *self {
+            DivergenceEstimator::Exact if model.has_divergence() => for_chunks(model, x, out, 1, |_, xc, oc| model.divergence(xc, t, oc)),
+            DivergenceEstimator::Exact => {
+                let mut basis = vec![0.0; n * d];
+                let mut jv = vec![0.0; n * d];
+                out.iter_mut().for_each(|o| *o = 0.0);
+                for j in 0..d {
+                    basis.iter_mut().enumerate().for_each(|(i, b)| *b = if i % d == j { 1.0 } else { 0.0 });
+                    vjp_batch(model, x, t, &basis, &mut jv)?;
+                    for b in 0..n {
+                        out[b] += jv[b * d + j];
+                    }
+                }
+                Ok(())
+            }
+            DivergenceEstimator::Vjp { probes, probe } => {
+                let mut eps = vec![0.0; n * d];
+                let mut jv = vec![0.0; n * d];
+                out.iter_mut().for_each(|o| *o = 0.0);
+                for _ in 0..probes {
+                    draw(probe, rng, &mut eps);
+                    vjp_batch(model, x, t, &eps, &mut jv)?;
+                    accumulate(out, &eps, &jv, d, 1.0 / probes as f64);
+                }
+                Ok(())
+            }
+            DivergenceEstimator::Fd { probes, probe, step } => {
+                let mut eps = vec![0.0; n * d];
+                let mut xp = vec![0.0; n * d];
+                let mut xm = vec![0.0; n * d];
+                let mut sp = vec![0.0; n * d];
+                let mut sm = vec![0.0; n * d];
+                out.iter_mut().for_each(|o| *o = 0.0);
+                for _ in 0..probes {
+                    draw(probe, rng, &mut eps);
+                    for i in 0..n * d {
+                        xp[i] = x[i] + step * eps[i];
+                        xm[i] = x[i] - step * eps[i];
+                    }
+                    crate::model::batch_score(model, &xp, t, &mut sp)?;
+                    crate::model::batch_score(model, &xm, t, &mut sm)?;
+                    sp.iter_mut().zip(&sm).for_each(|(p, m)| *p -= m);
+                    accumulate(out, &eps, &sp, d, 1.0 / (2.0 * step * probes as f64));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn draw(probe: Probe, rng: &mut Rng, eps: &mut [f64]) {
+    match probe {
+        Probe::Rademacher => rng::fill_rademacher(rng, eps),
+        Probe::Gaussian => rng::fill_normal(rng, eps),
+    }
+}
+
+/// out_b += scale · ε_b · u_b.
+fn accumulate(out: &mut [f64], eps: &[f64], u: &[f64], d: usize, scale: f64) {
+    for (b, o) in out.iter_mut().enumerate() {
+        let r = b * d..(b + 1) * d;
+        *o += scale * eps[r.clone()].iter().zip(&u[r]).map(|(a, c)| a * c).sum::<f64>();
+    }
+}
+
+fn vjp_batch(model: &dyn ScoreModel, x: &[f64], t: f64, v: &[f64], out: &mut [f64]) -> Result<()> {
+    let d = model.dim();
+    for_chunks(model, x, out, d, |row0, xc, oc| model.vjp(xc, t, &v[row0 * d..row0 * d + xc.len()], oc))
+}

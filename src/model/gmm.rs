@@ -1,0 +1,390 @@
+//! Exact Gaussian-mixture experts: q_0 = Σ_k π_k N(μ_k, diag(v_k)) diffused by the VP process is
+//! q_t = Σ_k π_k N(α_t μ_k, diag(α_t² v_k + σ_t²)), so score, log-density, divergence and Hessian-vector
+//! products are closed form at every t (DESIGN.md §1). These are the ground truth the engine is tested
+//! against, and the first kind of file `mix-sample --models` accepts.
+//!
+//! File format: a `.safetensors` file whose header metadata has `"kind": "gaussian_mixture"` and that
+//! holds `means` [K, D], `stds` [K, D] (> 0) and `weights` [K] (> 0, normalised on load), F32 or F64.
+//! Optional metadata: `beta_min`, `beta_max` (the forward schedule; defaults 0.1 and 20), `name`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::io::{write_safetensors, F32Tensor};
+use crate::model::ScoreModel;
+use crate::rng::{self, Rng};
+use crate::schedule::VpSchedule;
+use crate::tensors::TensorFile;
+
+const LN_2PI: f64 = 1.837_877_066_409_345_5;
+
+/// A diagonal-covariance Gaussian mixture in R^D with exact diffused quantities.
+#[derive(Clone, Debug)]
+pub struct GaussianMixture {
+    name: String,
+    shape: Vec<usize>,
+    k: usize,
+    d: usize,
+    means: Vec<f64>,
+    vars: Vec<f64>,
+    log_weights: Vec<f64>,
+    schedule: VpSchedule,
+}
+
+/// Per-time constants of q_t.
+struct AtTime {
+    alpha: f64,
+    /// 1 / (α² v_kj + σ²), K × D.
+    inv_var: Vec<f64>,
+    /// log π_k − ½ Σ_j ln(2π V_kj).
+    log_norm: Vec<f64>,
+}
+
+/// Row-wise results of one evaluation.
+struct RowEval<'a> {
+    /// Responsibilities r_k (K).
+    resp: &'a [f64],
+    /// Component scores s_k (K × D).
+    comp: &'a [f64],
+}
+
+impl GaussianMixture {
+    /// A checked mixture: `means` and `stds` are K × D row-major, `weights` has K positive entries.
+    pub fn new(means: Vec<f64>, stds: Vec<f64>, weights: Vec<f64>, d: usize, schedule: VpSchedule) -> Result<Self> {
+        let here = Path::new("<in memory>");
+        let k = weights.len();
+        if k == 0 || d == 0 || means.len() != k * d || stds.len() != k * d {
+            return Err(Error::TensorShape {
+                path: here.into(),
+                tensor: "means/stds/weights".into(),
+                found: vec![means.len(), stds.len(), k],
+                expected: format!("K×D, K×D and K values with K ≥ 1, D = {d} ≥ 1"),
+            });
+        }
+        check_values(here, "means", &means, |v| v.is_finite(), "must be finite")?;
+        check_values(here, "stds", &stds, |v| v.is_finite() && v > 0.0, "standard deviations must be finite and > 0")?;
+        check_values(here, "weights", &weights, |v| v.is_finite() && v > 0.0, "weights must be finite and > 0")?;
+        let total: f64 = weights.iter().sum();
+        Ok(GaussianMixture {
+            name: "gaussian_mixture".into(),
+            shape: vec![d],
+            k,
+            d,
+            means,
+            vars: stds.iter().map(|s| s * s).collect(),
+            log_weights: weights.iter().map(|w| (w / total).ln()).collect(),
+            schedule,
+        })
+    }
+
+    /// Rename (used in messages).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Load from a file in the format above.
+    pub fn load(path: &Path) -> Result<Self> {
+        let f = TensorFile::open(path)?;
+        match f.metadata("kind") {
+            Some("gaussian_mixture") => Self::from_file(&f),
+            other => Err(Error::Metadata {
+                path: path.into(),
+                key: "kind".into(),
+                reason: format!("expected \"gaussian_mixture\", found {other:?}"),
+            }),
+        }
+    }
+
+    /// Build from an opened file (metadata `kind` already checked by the caller).
+    pub fn from_file(f: &TensorFile) -> Result<Self> {
+        let path = f.path();
+        let (wshape, weights) = f.tensor_shaped("weights", &[None])?;
+        let k = wshape[0];
+        let (mshape, means) = f.tensor_shaped("means", &[Some(k), None])?;
+        let d = mshape[1];
+        let (_, stds) = f.tensor_shaped("stds", &[Some(k), Some(d)])?;
+        if k == 0 || d == 0 {
+            return Err(Error::TensorShape { path: path.into(), tensor: "means".into(), found: mshape, expected: "[K ≥ 1, D ≥ 1]".into() });
+        }
+        check_values(path, "stds", &stds, |v| v > 0.0, "standard deviations must be > 0")?;
+        check_values(path, "weights", &weights, |v| v > 0.0, "mixture weights must be > 0")?;
+        let schedule = VpSchedule::new(f.metadata_f64("beta_min", 0.1)?, f.metadata_f64("beta_max", 20.0)?).map_err(|e| {
+            Error::Metadata { path: path.into(), key: "beta_min/beta_max".into(), reason: e.to_string() }
+        })?;
+        let name = f.metadata("name").map(String::from).unwrap_or_else(|| path.display().to_string());
+        Ok(Self::new(means, stds, weights, d, schedule)?.with_name(name))
+    }
+
+    /// Write in the file format above (F32 tensors), atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let means: Vec<f32> = self.means.iter().map(|&v| v as f32).collect();
+        let stds: Vec<f32> = self.vars.iter().map(|&v| v.sqrt() as f32).collect();
+        let weights: Vec<f32> = self.weights().iter().map(|&v| v as f32).collect();
+        let mut meta = HashMap::new();
+        meta.insert("kind".to_string(), "gaussian_mixture".to_string());
+        meta.insert("beta_min".to_string(), self.schedule.beta_min.to_string());
+        meta.insert("beta_max".to_string(), self.schedule.beta_max.to_string());
+        meta.insert("name".to_string(), self.name.clone());
+        write_safetensors(
+            path,
+            &[
+                F32Tensor { name: "means", shape: vec![self.k, self.d], data: &means },
+                F32Tensor { name: "stds", shape: vec![self.k, self.d], data: &stds },
+                F32Tensor { name: "weights", shape: vec![self.k], data: &weights },
+            ],
+            &meta,
+        )
+    }
+
+    /// Number of components K.
+    pub fn components(&self) -> usize {
+        self.k
+    }
+
+    /// Component means, K × D.
+    pub fn means(&self) -> &[f64] {
+        &self.means
+    }
+
+    /// Component variances, K × D.
+    pub fn variances(&self) -> &[f64] {
+        &self.vars
+    }
+
+    /// Normalised component weights.
+    pub fn weights(&self) -> Vec<f64> {
+        self.log_weights.iter().map(|l| l.exp()).collect()
+    }
+
+    /// `n` exact samples from q_0, row-major n × D.
+    pub fn sample(&self, n: usize, rng: &mut Rng) -> Vec<f64> {
+        let w = self.weights();
+        let mut out = vec![0.0; n * self.d];
+        let mut z = vec![0.0; self.d];
+        for row in out.chunks_mut(self.d) {
+            let u = rng::uniform(rng);
+            let mut c = 0.0;
+            let mut k = self.k - 1;
+            for (j, &wj) in w.iter().enumerate() {
+                c += wj;
+                if u < c {
+                    k = j;
+                    break;
+                }
+            }
+            rng::fill_normal(rng, &mut z);
+            for j in 0..self.d {
+                row[j] = self.means[k * self.d + j] + self.vars[k * self.d + j].sqrt() * z[j];
+            }
+        }
+        out
+    }
+
+    /// The diffused marginal q_t as a mixture in its own right.
+    pub fn diffused(&self, t: f64) -> GaussianMixture {
+        let (a, s2) = (self.schedule.alpha(t), self.schedule.sigma2(t));
+        let mut g = self.clone();
+        g.means.iter_mut().for_each(|m| *m *= a);
+        g.vars.iter_mut().for_each(|v| *v = a * a * *v + s2);
+        g
+    }
+
+    /// The normalised product q·p (a mixture of K_q·K_p Gaussians) and log ∫ q p.
+    pub fn product(&self, other: &GaussianMixture) -> Result<(GaussianMixture, f64)> {
+        if self.d != other.d {
+            return Err(Error::Incompatible { a: self.name.clone(), b: other.name.clone(), reason: format!("dimensions {} and {}", self.d, other.d) });
+        }
+        let d = self.d;
+        let (mut means, mut stds, mut logw) = (Vec::new(), Vec::new(), Vec::new());
+        for a in 0..self.k {
+            for b in 0..other.k {
+                let mut lw = self.log_weights[a] + other.log_weights[b];
+                for j in 0..d {
+                    let (m1, v1) = (self.means[a * d + j], self.vars[a * d + j]);
+                    let (m2, v2) = (other.means[b * d + j], other.vars[b * d + j]);
+                    let s = v1 + v2;
+                    lw += -0.5 * ((m1 - m2).powi(2) / s + s.ln() + LN_2PI);
+                    means.push((m1 * v2 + m2 * v1) / s);
+                    stds.push((v1 * v2 / s).sqrt());
+                }
+                logw.push(lw);
+            }
+        }
+        let log_z = crate::particles::log_sum_exp(&logw);
+        let weights = logw.iter().map(|l| (l - log_z).exp()).collect();
+        Ok((GaussianMixture::new(means, stds, weights, d, self.schedule)?.with_name(format!("{}*{}", self.name, other.name)), log_z))
+    }
+
+    /// The mixture Σ_i c_i q_i of several mixtures (c normalised).
+    pub fn mixture(parts: &[&GaussianMixture], coefficients: &[f64]) -> Result<GaussianMixture> {
+        let d = parts.first().map(|p| p.d).ok_or_else(|| Error::param("mixture parts", 0, "need at least one"))?;
+        let (mut means, mut stds, mut w) = (Vec::new(), Vec::new(), Vec::new());
+        for (p, &c) in parts.iter().zip(coefficients) {
+            if p.d != d {
+                return Err(Error::Incompatible { a: parts[0].name.clone(), b: p.name.clone(), reason: "dimensions differ".into() });
+            }
+            means.extend_from_slice(&p.means);
+            stds.extend(p.vars.iter().map(|v| v.sqrt()));
+            w.extend(p.weights().iter().map(|x| x * c));
+        }
+        GaussianMixture::new(means, stds, w, d, parts[0].schedule)
+    }
+
+    fn at_time(&self, t: f64) -> AtTime {
+        let (alpha, s2) = (self.schedule.alpha(t), self.schedule.sigma2(t));
+        let mut inv_var = Vec::with_capacity(self.k * self.d);
+        let mut log_norm = Vec::with_capacity(self.k);
+        for k in 0..self.k {
+            let mut ln = self.log_weights[k];
+            for j in 0..self.d {
+                let v = alpha * alpha * self.vars[k * self.d + j] + s2;
+                inv_var.push(1.0 / v);
+                ln -= 0.5 * (LN_2PI + v.ln());
+            }
+            log_norm.push(ln);
+        }
+        AtTime { alpha, inv_var, log_norm }
+    }
+
+    /// Evaluate one particle: fills responsibilities and component scores, returns log q_t(x).
+    fn eval_row<'a>(&self, p: &AtTime, x: &[f64], resp: &'a mut [f64], comp: &'a mut [f64]) -> (f64, RowEval<'a>) {
+        let d = self.d;
+        for k in 0..self.k {
+            let mut q = 0.0;
+            for j in 0..d {
+                let diff = x[j] - p.alpha * self.means[k * d + j];
+                let iv = p.inv_var[k * d + j];
+                q += diff * diff * iv;
+                comp[k * d + j] = -diff * iv;
+            }
+            resp[k] = p.log_norm[k] - 0.5 * q;
+        }
+        let lse = crate::particles::log_sum_exp(resp);
+        resp.iter_mut().for_each(|r| *r = (*r - lse).exp());
+        (lse, RowEval { resp, comp })
+    }
+
+    fn for_rows(&self, x: &[f64], t: f64, mut f: impl FnMut(usize, &AtTime, f64, &RowEval<'_>, &[f64])) {
+        let p = self.at_time(t);
+        let mut resp = vec![0.0; self.k];
+        let mut comp = vec![0.0; self.k * self.d];
+        for (b, row) in x.chunks_exact(self.d).enumerate() {
+            let (lse, ev) = self.eval_row(&p, row, &mut resp, &mut comp);
+            f(b, &p, lse, &ev, row);
+        }
+    }
+
+    fn mean_score(&self, ev: &RowEval<'_>, j: usize) -> f64 {
+        (0..self.k).map(|k| ev.resp[k] * ev.comp[k * self.d + j]).sum()
+    }
+
+    fn check_batch(&self, x: &[f64], out: usize, per_row: usize) -> Result<()> {
+        if x.len() % self.d != 0 || out != x.len() / self.d * per_row {
+            return Err(Error::param(
+                format!("batch for `{}`", self.name),
+                format!("{} inputs / {} outputs", x.len(), out),
+                format!("expected n × {} inputs and n × {per_row} outputs", self.d),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_values(path: &Path, tensor: &str, v: &[f64], ok: impl Fn(f64) -> bool, reason: &str) -> Result<()> {
+    match v.iter().enumerate().find(|(_, &x)| !ok(x)) {
+        Some((index, &value)) => Err(Error::BadValue { path: path.into(), tensor: tensor.into(), index, value, reason: reason.into() }),
+        None => Ok(()),
+    }
+}
+
+impl ScoreModel for GaussianMixture {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn data_shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn schedule(&self) -> VpSchedule {
+        self.schedule
+    }
+
+    fn score(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
+        self.check_batch(x, out.len(), self.d)?;
+        let d = self.d;
+        self.for_rows(x, t, |b, _, _, ev, _| {
+            for j in 0..d {
+                out[b * d + j] = self.mean_score(ev, j);
+            }
+        });
+        Ok(())
+    }
+
+    fn has_log_density(&self) -> bool {
+        true
+    }
+
+    fn log_density(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
+        self.check_batch(x, out.len(), 1)?;
+        self.for_rows(x, t, |b, _, lse, _, _| out[b] = lse);
+        Ok(())
+    }
+
+    fn has_divergence(&self) -> bool {
+        true
+    }
+
+    fn divergence(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
+        self.check_batch(x, out.len(), 1)?;
+        let d = self.d;
+        // ∇·s = Σ_k r_k (−Σ_j 1/V_kj + |s_k|²) − |s|².
+        self.for_rows(x, t, |b, p, _, ev, _| {
+            let mut acc = 0.0;
+            for k in 0..self.k {
+                let mut a = 0.0;
+                for j in 0..d {
+                    a += ev.comp[k * d + j].powi(2) - p.inv_var[k * d + j];
+                }
+                acc += ev.resp[k] * a;
+            }
+            let s2: f64 = (0..d).map(|j| self.mean_score(ev, j).powi(2)).sum();
+            out[b] = acc - s2;
+        });
+        Ok(())
+    }
+
+    fn has_vjp(&self) -> bool {
+        true
+    }
+
+    fn vjp(&self, x: &[f64], t: f64, v: &[f64], out: &mut [f64]) -> Result<()> {
+        self.check_batch(x, out.len(), self.d)?;
+        self.check_batch(v, out.len(), self.d)?;
+        let d = self.d;
+        // The Jacobian is the (symmetric) Hessian: H v = Σ_k r_k (−v/V_k + s_k (s_k·v)) − s (s·v).
+        let mut s = vec![0.0; d];
+        self.for_rows(x, t, |b, p, _, ev, _| {
+            let vb = &v[b * d..(b + 1) * d];
+            for (j, sj) in s.iter_mut().enumerate() {
+                *sj = self.mean_score(ev, j);
+            }
+            let sv: f64 = s.iter().zip(vb).map(|(a, c)| a * c).sum();
+            let o = &mut out[b * d..(b + 1) * d];
+            for j in 0..d {
+                o[j] = -s[j] * sv;
+            }
+            for k in 0..self.k {
+                let sk = &ev.comp[k * d..(k + 1) * d];
+                let skv: f64 = sk.iter().zip(vb).map(|(a, c)| a * c).sum();
+                let r = ev.resp[k];
+                for j in 0..d {
+                    o[j] += r * (-vb[j] * p.inv_var[k * d + j] + sk[j] * skv);
+                }
+            }
+        });
+        Ok(())
+    }
+}
