@@ -551,6 +551,19 @@ impl WfrSampler {
         rng: &mut Rng,
         observe: &mut dyn FnMut(&StepView),
     ) -> Result<WfrRun> {
+        self.run_weighted(target, x0, None, rng, observe)
+    }
+
+    /// Like [`WfrSampler::run`], but the initial ensemble may carry log-weights `log_w0` (e.g.
+    /// `log ρ0(x) − log q(x)` for particles drawn from q to represent ρ0).
+    pub fn run_weighted(
+        &self,
+        target: &dyn Energy,
+        x0: Vec<f64>,
+        log_w0: Option<Vec<f64>>,
+        rng: &mut Rng,
+        observe: &mut dyn FnMut(&StepView),
+    ) -> Result<WfrRun> {
         let d = target.dim();
         if x0.is_empty() || x0.len() % d != 0 {
             return Err(Error::param("initial particles", x0.len(), format!("need n >= 1 rows of d = {d} values")));
@@ -565,8 +578,17 @@ impl WfrSampler {
         let mut g = vec![0.0; n * d];
         eval(target, &x, &mut u, &mut g, 0, 0.0)?;
         let mut pw = ParticleWeights::new(n);
+        if let Some(lw) = log_w0 {
+            if lw.len() != n {
+                return Err(Error::param("initial log-weights", lw.len(), format!("need one per particle ({n})")));
+            }
+            if lw.iter().any(|v| v.is_nan() || *v == f64::INFINITY) || lw.iter().all(|v| *v == f64::NEG_INFINITY) {
+                return Err(Error::param("initial log-weights", "NaN/+inf/all -inf", "must be < +inf, not NaN, and not all -inf"));
+            }
+            pw.set_log_weights(lw);
+        }
         let mut trace = Vec::with_capacity(self.steps + 1);
-        let info0 = StepInfo { step: 0, t: 0.0, ess: n as f64, unique_ancestors: n, ..Default::default() };
+        let info0 = StepInfo { step: 0, t: 0.0, ess: pw.ess(), unique_ancestors: n, ..Default::default() };
         observe(&StepView { x: &x, dim: d, weights: &pw, info: &info0 });
         trace.push(info0);
         let mut logrho = vec![0.0; n];
