@@ -320,3 +320,40 @@ fn binary_reports_errors_and_writes_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("dt"));
 }
+
+#[test]
+fn gmm_file_target_is_normalised() {
+    use wfrmix::energy::{read_gmm_file, target_from_name, TargetKnobs};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/gmm2d_left.safetensors");
+    let target = target_from_name(&format!("gmm:{path}"), &TargetKnobs::default()).unwrap();
+    let (_, _, w, k, d) = read_gmm_file(std::path::Path::new(path)).unwrap();
+    assert_eq!((w.len(), target.dim()), (k, d));
+    assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    // A normalised density has log Z = 0: same estimator and tolerance rule as the Gaussian test.
+    let s = AnnealSampler::new(AnnealConfig { particles: 2048, sigma0: 3.0, ..AnnealConfig::default() }).unwrap();
+    let runs: Vec<f64> = (0..6).map(|seed| s.run(target.as_ref(), &mut seeded(200 + seed), &mut |_| {}).unwrap().log_z).collect();
+    let r = runs.len() as f64;
+    let mean = runs.iter().sum::<f64>() / r;
+    let sd = (runs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (r - 1.0)).sqrt();
+    let tol = 4.0 * sd / r.sqrt() + sd * sd + 1e-3;
+    eprintln!("gmm log Ẑ {mean:.4} ± {sd:.4} vs 0 (tol {tol:.4})");
+    assert!(mean.abs() < tol, "log Ẑ {mean} (runs {runs:?})");
+
+    // A file without `stds` names the missing tensor.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.safetensors");
+    let meta = std::collections::HashMap::from([("kind".to_string(), "gaussian_mixture".to_string())]);
+    let means = [0.0f32, 1.0];
+    let weights = [1.0f32];
+    wfrmix::io::write_safetensors(
+        &bad,
+        &[
+            wfrmix::io::F32Tensor { name: "means", shape: vec![1, 2], data: &means },
+            wfrmix::io::F32Tensor { name: "weights", shape: vec![1], data: &weights },
+        ],
+        &meta,
+    )
+    .unwrap();
+    let e = read_gmm_file(&bad).unwrap_err();
+    assert!(matches!(e, Error::MissingTensor { .. }) && e.to_string().contains("stds"), "{e}");
+}
