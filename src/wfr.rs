@@ -60,6 +60,8 @@ impl Default for Kde {
 
 /// Largest binned grid (cells) before the binned KDE refuses (Auto then falls back to exact).
 const MAX_GRID_CELLS: usize = 1 << 22;
+/// Largest particle count the samplers accept (memory guard).
+pub const MAX_PARTICLES: usize = 1 << 28;
 /// Kernel truncation radius in bandwidths.
 const KERNEL_RADIUS: f64 = 5.0;
 
@@ -794,8 +796,8 @@ pub struct AnnealSampler {
 impl AnnealSampler {
     /// Check the settings once.
     pub fn new(cfg: AnnealConfig) -> Result<Self> {
-        if cfg.particles < 2 {
-            return Err(Error::param("particles", cfg.particles, "need at least 2"));
+        if cfg.particles < 2 || cfg.particles > MAX_PARTICLES {
+            return Err(Error::param("particles", cfg.particles, format!("need 2 ..= {MAX_PARTICLES}")));
         }
         if !(cfg.sigma0.is_finite() && cfg.sigma0 > 0.0) {
             return Err(Error::param("sigma0", cfg.sigma0, "the start's standard deviation must be finite and > 0"));

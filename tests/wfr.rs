@@ -357,3 +357,38 @@ fn gmm_file_target_is_normalised() {
     let e = read_gmm_file(&bad).unwrap_err();
     assert!(matches!(e, Error::MissingTensor { .. }) && e.to_string().contains("stds"), "{e}");
 }
+
+#[test]
+fn mala_removes_the_ula_step_bias() {
+    // U = x²/2 at Δ = 0.5: ULA's stationary variance is 1/(1 − Δ/2) = 4/3, MALA's is exactly 1.
+    let target = GaussianEnergy::new(vec![0.0], vec![1.0]).unwrap();
+    let n = 20_000;
+    let mut x0 = vec![0.0; n];
+    rng::fill_normal(&mut seeded(31), &mut x0);
+    let var = |mala: bool| {
+        let run = WfrSampler::new(WfrConfig::langevin(0.5, 50.0, mala)).unwrap().run(&target, x0.clone(), &mut seeded(32), &mut |_| {}).unwrap();
+        weighted_moments(&run.x, 1, &vec![1.0; n]).1[0]
+    };
+    let (vu, vm) = (var(false), var(true));
+    eprintln!("Δ = 0.5 stationary variance: ULA {vu:.4} (theory 1.3333), MALA {vm:.4} (exact 1)");
+    // Variance of i.i.d. N(0, v) samples has SE v·√(2/N) ≈ 0.01·v; 5 SE.
+    assert!((vu - 4.0 / 3.0).abs() < 5.0 * (4.0 / 3.0) * (2.0 / n as f64).sqrt());
+    assert!((vm - 1.0).abs() < 5.0 * (2.0 / n as f64).sqrt());
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let target = DoubleWell::new(2, 0.25, -0.02, 0.05).unwrap();
+    let x0 = target.sample_wells(2000, 0.9, &mut seeded(41)).unwrap();
+    let mut cfg = WfrConfig::wfr(1e-3, 0.3, 1.0, Kde::fixed(0.1));
+    cfg.resample = ResamplePolicy::new(Resampler::Systematic, 0.999, None).unwrap(); // resample (almost) every step
+    let sampler = WfrSampler::new(cfg).unwrap();
+    let go = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let r = sampler.run(&target, x0.clone(), &mut seeded(42), &mut |_| {}).unwrap();
+            (r.x, r.weights.log_weights().to_vec())
+        })
+    };
+    assert_eq!(go(1), go(3), "bitwise identical for 1 and 3 threads");
+}

@@ -194,6 +194,9 @@ fn run(args: &Args) -> Result<()> {
     for p in [&args.out, &args.report, &args.save_samples].into_iter().flatten() {
         wfrmix::io::check_writable(p)?;
     }
+    if args.particles < 2 || args.particles > wfrmix::wfr::MAX_PARTICLES {
+        bail!("invalid particles = {}: need 2 ..= {}", args.particles, wfrmix::wfr::MAX_PARTICLES);
+    }
     let mut rng = wfrmix::rng::seeded(args.seed);
     if let Some(Experiment::DoubleWell) = args.experiment {
         let cfg = TeleportConfig {
@@ -236,9 +239,6 @@ fn run(args: &Args) -> Result<()> {
     let knobs = TargetKnobs { barrier: args.barrier, tilt: args.tilt, epsilon: args.epsilon };
     let target = target_from_name(&args.target, &knobs)?;
     let d = target.dim();
-    if args.particles < 2 {
-        bail!("invalid particles = {}: need at least 2", args.particles);
-    }
     let resample = ResamplePolicy::new(args.resampler.parse::<Resampler>()?, args.ess_threshold, None)?;
     let exact_1d = if args.target.starts_with("double-well") {
         Some(DoubleWell::new(d, args.barrier, args.tilt, args.epsilon)?)
