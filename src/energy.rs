@@ -3,6 +3,8 @@
 //! (tilted double well in 1-D/2-D with temperature, many-well, Gaussian, Gaussian mixture read from an
 //! expert file) and the 1-D quadrature that gives their exact normalising constants and well masses.
 
+#![allow(clippy::needless_range_loop)] // index loops over row-major [n, d] buffers read clearer here
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -535,10 +537,13 @@ impl Energy for GmmEnergy {
     }
 }
 
+/// `(means [K·D], stds [K·D], weights [K], K, D)` as read from a Gaussian-mixture file.
+pub type GmmParts = (Vec<f64>, Vec<f64>, Vec<f64>, usize, usize);
+
 /// Read a Gaussian-mixture expert file: a safetensors file with metadata `"kind": "gaussian_mixture"`
 /// and tensors `means` [K, D], `stds` [K, D] (> 0) and `weights` [K] (> 0), F32 or F64.
 /// Returns `(means, stds, weights, K, D)` with the weights normalised to sum 1.
-pub fn read_gmm_file(path: &Path) -> Result<(Vec<f64>, Vec<f64>, Vec<f64>, usize, usize)> {
+pub fn read_gmm_file(path: &Path) -> Result<GmmParts> {
     let p = || path.to_path_buf();
     let bytes = std::fs::read(path).map_err(|source| Error::Read { path: p(), source })?;
     let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::NotSafetensors { path: p(), reason: e.to_string() })?;

@@ -7,6 +7,8 @@
 //!
 //! Time convention: KL-gradient-flow time τ; Langevin is `dX = −∇U dτ + √2 dW`.
 
+#![allow(clippy::needless_range_loop)] // index loops over row-major [n, d] buffers read clearer here
+
 use rayon::prelude::*;
 
 use crate::energy::Energy;

@@ -137,8 +137,12 @@ fn gaussian_flows_match_closed_forms() {
     fr.resample = ResamplePolicy::new(Resampler::Systematic, 0.0, None).unwrap();
     let fr = WfrSampler::new(fr).unwrap();
     let xq = start(1.5, 2.25, 3);
-    let lw0: Vec<f64> = xq.iter().map(|&x| -(x - 3.0f64).powi(2) / (2.0 * 0.25) + 0.5 * 0.25f64.ln() + (x - 1.5f64).powi(2) / (2.0 * 2.25) - 0.5 * 2.25f64.ln()).collect();
-    let mut got = vec![(0.0, 0.0, 0.0); 2];
+    // log N(x; 3, 0.25) − log N(x; 1.5, 2.25)
+    let lw0: Vec<f64> = xq
+        .iter()
+        .map(|&x| -(x - 3.0f64).powi(2) / (2.0 * 0.25) - 0.5 * 0.25f64.ln() + (x - 1.5f64).powi(2) / (2.0 * 2.25) + 0.5 * 2.25f64.ln())
+        .collect();
+    let mut got = [(0.0, 0.0, 0.0); 2];
     fr.run_weighted(&target, xq, Some(lw0), &mut seeded(4), &mut |v: &StepView| {
         for (k, step) in [1000usize, 2000].iter().enumerate() {
             if v.info.step == *step {
@@ -175,8 +179,7 @@ fn untilted_double_well_follows_pde_table() {
         assert!((m[k] - p).abs() < tol, "Langevin τ={}: {:.4} vs PDE {p} (tol {tol:.4})", times[k], m[k]);
     }
     let wfr_s = WfrSampler::new(WfrConfig::wfr(1e-3, 4.0, 1.0, Kde::fixed(0.1))).unwrap();
-    let (m, min_ess) = masses_at(&wfr_s, &target, x0, 23, &times);
-    assert!(min_ess >= 0.5 * n as f64 - 1.0 || min_ess > 0.0);
+    let (m, _) = masses_at(&wfr_s, &target, x0, 23, &times);
     let pde_wfr = [0.032, 0.127, 0.341, 0.480];
     let kde_particles = [0.026, 0.112, 0.332, 0.478]; // MATH-NOTES: N = 2000, h = 0.1, 3 seeds
     for k in 0..4 {

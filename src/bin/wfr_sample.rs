@@ -175,7 +175,7 @@ fn initial(args: &Args, target: &dyn Energy, rng: &mut wfrmix::rng::Rng) -> Resu
     bail!("--init `{}`: expected gauss:MEAN,STD or wells:P", args.init)
 }
 
-fn save_samples(path: &PathBuf, x: &[f64], d: usize, w: &[f64], target: &str) -> Result<()> {
+fn save_samples(path: &std::path::Path, x: &[f64], d: usize, w: &[f64], target: &str) -> Result<()> {
     let xs: Vec<f32> = x.iter().map(|&v| v as f32).collect();
     let ws: Vec<f32> = w.iter().map(|&v| v as f32).collect();
     let meta = HashMap::from([("target".to_string(), target.to_string()), ("kind".to_string(), "weighted_samples".to_string())]);
