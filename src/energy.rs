@@ -467,7 +467,7 @@ pub struct GmmEnergy {
 }
 
 impl GmmEnergy {
-    /// From row-major `means` [K, D], `stds` [K, D] and `weights` [K] (normalised here).
+    /// From row-major `means` `[K, D]`, `stds` `[K, D]` and `weights` `[K]` (normalised here).
     pub fn new(means: Vec<f64>, stds: Vec<f64>, weights: Vec<f64>, k: usize, d: usize) -> Result<Self> {
         if k == 0 || d == 0 || means.len() != k * d || stds.len() != k * d || weights.len() != k {
             return Err(Error::param("gaussian mixture", format!("K={k}, D={d}"), "means and stds must be [K, D], weights [K]"));
@@ -541,7 +541,7 @@ impl Energy for GmmEnergy {
 pub type GmmParts = (Vec<f64>, Vec<f64>, Vec<f64>, usize, usize);
 
 /// Read a Gaussian-mixture expert file: a safetensors file with metadata `"kind": "gaussian_mixture"`
-/// and tensors `means` [K, D], `stds` [K, D] (> 0) and `weights` [K] (> 0), F32 or F64.
+/// and tensors `means` `[K, D]`, `stds` `[K, D]` (> 0) and `weights` `[K]` (> 0), F32 or F64.
 /// Returns `(means, stds, weights, K, D)` with the weights normalised to sum 1.
 pub fn read_gmm_file(path: &Path) -> Result<GmmParts> {
     let p = || path.to_path_buf();

@@ -48,7 +48,9 @@ pub enum KdeMethod {
 /// Weighted Gaussian KDE `ρ̂(x) = Σ_j W_j N(x; X_j, h² I)` (self term included; MATH-NOTES §2.3 option 1).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct Kde {
+    /// Bandwidth rule.
     pub bandwidth: Bandwidth,
+    /// Exact or binned evaluation.
     pub method: KdeMethod,
     /// Grid cells per bandwidth for [`KdeMethod::Binned`] (default 6).
     pub cells_per_bandwidth: f64,
