@@ -35,7 +35,8 @@ pub enum Bandwidth {
 /// Which KDE algorithm evaluates `log ρ̂(x_i)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
 pub enum KdeMethod {
-    /// Binned in 1-D/2-D when N > 256, exact otherwise.
+    /// Binned in 1-D when N > 256 and in 2-D when N > 768 (where the grid's fixed cost is repaid), exact
+    /// otherwise.
     #[default]
     Auto,
     /// Exact O(N²) sum over all particle pairs (any d).
@@ -104,7 +105,7 @@ impl Kde {
             KdeMethod::Exact => log_kde_exact(x, d, w, h, out),
             KdeMethod::Binned => log_kde_binned(x, d, w, h, self.cells_per_bandwidth, out)?,
             KdeMethod::Auto => {
-                if d <= 2 && n > 256 {
+                if (d == 1 && n > 256) || (d == 2 && n > 768) {
                     if log_kde_binned(x, d, w, h, self.cells_per_bandwidth, out).is_err() {
                         log_kde_exact(x, d, w, h, out);
                     }
