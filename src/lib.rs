@@ -5,6 +5,7 @@
 
 pub mod compose;
 pub mod divergence;
+pub mod energy;
 pub mod error;
 pub mod io;
 pub mod model;
@@ -15,6 +16,7 @@ pub mod rng;
 pub mod sampler;
 pub mod schedule;
 pub mod tensors;
+pub mod wfr;
 
 pub use error::{Error, Result};
 pub use compose::{ComposeKind, Composition, CompositionSpec, MixtureMethod};
