@@ -5,12 +5,9 @@
 
 #![allow(clippy::needless_range_loop)] // index loops over row-major [n, d] buffers read clearer here
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use safetensors::tensor::Dtype;
-use safetensors::SafeTensors;
 
 use crate::error::{Error, Result};
 use crate::rng::{self, Rng};
@@ -540,73 +537,13 @@ impl Energy for GmmEnergy {
 /// `(means [K·D], stds [K·D], weights [K], K, D)` as read from a Gaussian-mixture file.
 pub type GmmParts = (Vec<f64>, Vec<f64>, Vec<f64>, usize, usize);
 
-/// Read a Gaussian-mixture expert file: a safetensors file with metadata `"kind": "gaussian_mixture"`
-/// and tensors `means` `[K, D]`, `stds` `[K, D]` (> 0) and `weights` `[K]` (> 0), F32 or F64.
-/// Returns `(means, stds, weights, K, D)` with the weights normalised to sum 1.
+/// Read a Gaussian-mixture expert file with the engine's loader ([`crate::GaussianMixture::load`],
+/// whose errors name the file, tensor and value). Returns `(means, stds, weights, K, D)` with the
+/// weights normalised to sum 1.
 pub fn read_gmm_file(path: &Path) -> Result<GmmParts> {
-    let p = || path.to_path_buf();
-    let bytes = std::fs::read(path).map_err(|source| Error::Read { path: p(), source })?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::NotSafetensors { path: p(), reason: e.to_string() })?;
-    let kind = meta.metadata().as_ref().and_then(|m: &HashMap<String, String>| m.get("kind").cloned());
-    match kind.as_deref() {
-        Some("gaussian_mixture") => {}
-        Some(other) => {
-            return Err(Error::Metadata { path: p(), key: "kind".into(), reason: format!("is `{other}`, expected `gaussian_mixture`") })
-        }
-        None => return Err(Error::Metadata { path: p(), key: "kind".into(), reason: "missing (expected `gaussian_mixture`)".into() }),
-    }
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::NotSafetensors { path: p(), reason: e.to_string() })?;
-    let read = |name: &str| -> Result<(Vec<f64>, Vec<usize>)> {
-        let view = st.tensor(name).map_err(|_| {
-            let mut names: Vec<&str> = st.names();
-            names.sort();
-            Error::MissingTensor { path: p(), tensor: name.into(), present: names.join(", ") }
-        })?;
-        let data = view.data();
-        let vals: Vec<f64> = match view.dtype() {
-            Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64).collect(),
-            Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-                .collect(),
-            other => {
-                return Err(Error::TensorDtype { path: p(), tensor: name.into(), found: format!("{other:?}"), expected: "F32 or F64".into() })
-            }
-        };
-        Ok((vals, view.shape().to_vec()))
-    };
-    let (means, ms) = read("means")?;
-    if ms.len() != 2 || ms[0] == 0 || ms[1] == 0 {
-        return Err(Error::TensorShape { path: p(), tensor: "means".into(), found: ms, expected: "[K, D] with K, D >= 1".into() });
-    }
-    let (k, d) = (ms[0], ms[1]);
-    let (stds, ss) = read("stds")?;
-    if ss != [k, d] {
-        return Err(Error::TensorShape { path: p(), tensor: "stds".into(), found: ss, expected: format!("[{k}, {d}]") });
-    }
-    let (weights, ws) = read("weights")?;
-    if ws != [k] {
-        return Err(Error::TensorShape { path: p(), tensor: "weights".into(), found: ws, expected: format!("[{k}]") });
-    }
-    let bad = |tensor: &str, index: usize, value: f64, reason: &str| Error::BadValue {
-        path: p(),
-        tensor: tensor.into(),
-        index,
-        value,
-        reason: reason.into(),
-    };
-    if let Some((i, &v)) = means.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(bad("means", i, v, "means must be finite"));
-    }
-    if let Some((i, &v)) = stds.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
-        return Err(bad("stds", i, v, "stds must be finite and > 0"));
-    }
-    if let Some((i, &v)) = weights.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
-        return Err(bad("weights", i, v, "weights must be finite and > 0"));
-    }
-    let total: f64 = weights.iter().sum();
-    let weights = weights.iter().map(|w| w / total).collect();
-    Ok((means, stds, weights, k, d))
+    let g = crate::GaussianMixture::load(path)?;
+    let (k, d) = (g.components(), g.means().len() / g.components());
+    Ok((g.means().to_vec(), g.variances().iter().map(|v| v.sqrt()).collect(), g.weights(), k, d))
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use wfrmix::{
-    Composition, DivergenceEstimator, GaussianMixture, MixtureMethod, Probe, ResamplePolicy, Resampler, Sampler,
+    Composition, DivergenceEstimator, GaussianMixture, MixtureMethod, Probe, Sampler,
     SamplerConfig, ScoreModel,
 };
 
