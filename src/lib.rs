@@ -8,6 +8,7 @@ pub mod divergence;
 pub mod energy;
 pub mod error;
 pub mod io;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod particles;
