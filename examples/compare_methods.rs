@@ -54,17 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = GaussianMixture::new([m1, m2.clone()].concat(), sd.clone(), vec![1.0, 2.0], d, s)?;
     let b = GaussianMixture::new([m2, m3].concat(), sd.iter().map(|v| v * 1.2).collect(), vec![1.5, 1.0], d, s)?;
     let (prod, log_z) = a.product(&b)?;
-    let w = prod.weights();
-    let mut tm = vec![0.0; d];
-    let mut t2 = vec![0.0; d];
-    for k in 0..prod.components() {
-        for j in 0..d {
-            let (mu, v) = (prod.means()[k * d + j], prod.variances()[k * d + j]);
-            tm[j] += w[k] * mu;
-            t2[j] += w[k] * (v + mu * mu);
-        }
-    }
-    let tv: Vec<f64> = (0..d).map(|j| t2[j] - tm[j] * tm[j]).collect();
+    let (tm, tv) = prod.mean_and_variance();
     println!("## Product of two 6-D experts sharing a mode, N = {n}, {steps} steps, {} seeds (log Z truth {log_z:.3})\n", seeds + 2);
     println!("| integrator, grid | corrector | max mean error | max variance error | log Z | wall s / run |");
     println!("|---|---|---|---|---|---|");

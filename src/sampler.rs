@@ -359,7 +359,7 @@ impl<'a> Sampler<'a> {
                 Integrator::EulerMaruyama => (v, 0.0),
                 Integrator::Ancestral => {
                     let (bt, bs) = (self.schedule.beta(t), self.schedule.beta(s));
-                    (0.5 * v * 2.0 * bt / (bt + bs), 0.5 * v * 2.0 * bs / (bt + bs))
+                    (v * bt / (bt + bs), v * bs / (bt + bs))
                 }
             };
             if eta > 0.0 {

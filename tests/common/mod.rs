@@ -34,19 +34,7 @@ pub fn moments(run: &SampleRun) -> (Vec<f64>, Vec<f64>) {
 
 /// Exact mean and per-coordinate variance of a mixture.
 pub fn gmm_moments(g: &GaussianMixture) -> (Vec<f64>, Vec<f64>) {
-    let d = g.means().len() / g.components();
-    let w = g.weights();
-    let mut mean = vec![0.0; d];
-    let mut m2 = vec![0.0; d];
-    for k in 0..g.components() {
-        for j in 0..d {
-            let (mu, v) = (g.means()[k * d + j], g.variances()[k * d + j]);
-            mean[j] += w[k] * mu;
-            m2[j] += w[k] * (v + mu * mu);
-        }
-    }
-    let var = (0..d).map(|j| m2[j] - mean[j] * mean[j]).collect();
-    (mean, var)
+    g.mean_and_variance()
 }
 
 pub use wfrmix::metrics::sliced_w1;
