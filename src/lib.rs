@@ -4,6 +4,7 @@
 //! The maths lives in `shared/DESIGN.md`; each module's header says which section it implements.
 
 pub mod compose;
+pub mod data;
 pub mod divergence;
 pub mod energy;
 pub mod error;

@@ -95,9 +95,12 @@ struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Picture of a weighted resample (PNG): a scatter plot of the first two coordinates.
+    /// Picture of a weighted resample (PNG): a scatter plot of the first two coordinates, or an image grid for image data.
     #[arg(long, value_name = "FILE.png")]
     out: Option<PathBuf>,
+    /// Image grid size for image data, ROWSxCOLS.
+    #[arg(long, default_value = "8x8", value_name = "ROWSxCOLS")]
+    grid_size: String,
     /// Save `samples` [N, ...] and normalised `log_weights` [N] (safetensors).
     #[arg(long, value_name = "FILE.safetensors")]
     save_samples: Option<PathBuf>,
@@ -113,6 +116,12 @@ fn parse_window(s: &str) -> Result<(f64, f64)> {
     let (a, b) = s.split_once(':').with_context(|| format!("--resample-window `{s}`: expected LO:HI, e.g. 0.05:1"))?;
     let p = |v: &str| v.trim().parse::<f64>().with_context(|| format!("--resample-window `{s}`: `{v}` is not a number"));
     Ok((p(a)?, p(b)?))
+}
+
+fn parse_grid(s: &str) -> Result<(usize, usize)> {
+    let (r, c) = s.split_once(['x', 'X']).with_context(|| format!("--grid-size `{s}`: expected ROWSxCOLS, e.g. 8x8"))?;
+    let p = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0).with_context(|| format!("--grid-size `{s}`: `{v}` is not a positive integer"));
+    Ok((p(r)?, p(c)?))
 }
 
 fn run(args: Args) -> Result<()> {
@@ -136,6 +145,7 @@ fn run(args: Args) -> Result<()> {
         gamma: args.gamma,
     };
     let composition = spec.build()?;
+    let grid = parse_grid(&args.grid_size)?;
     let window = args.resample_window.as_deref().map(parse_window).transpose()?;
     let config = SamplerConfig {
         particles: args.particles,
@@ -191,7 +201,7 @@ fn run(args: Args) -> Result<()> {
             .map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
             .collect();
         let title = format!("{:?} of {} ({} particles, seed {})", args.compose, names.join(" + "), args.particles, args.seed).to_lowercase();
-        output::save_scatter(p, &run, &title, &mut rng::seeded(args.seed ^ 0x5eed))?;
+        output::save_picture(p, &run, &title, grid, None, &mut rng::seeded(args.seed ^ 0x5eed))?;
     }
     if !args.quiet {
         println!(
