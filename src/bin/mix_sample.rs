@@ -29,9 +29,9 @@ struct Args {
     /// Mixture sampling method: state (exact, tracked log-densities) | fr (Fisher-Rao correction weights) | naive (biased ablation).
     #[arg(long, default_value = "state")]
     method: MixtureMethod,
-    /// The second model's share for two models: weights or exponents (1 - beta, beta).
-    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
-    beta: f64,
+    /// The second model's share for two models: weights or exponents (1 - beta, beta) [default: 0.5].
+    #[arg(long, allow_negative_numbers = true)]
+    beta: Option<f64>,
     /// One weight (mixture, power) or exponent (geometric) per model, comma-separated; overrides --beta.
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     weights: Option<Vec<f64>>,
@@ -183,7 +183,6 @@ fn run(args: Args) -> Result<()> {
         "models": args.models.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "composition": composition,
         "sampler": config,
-        "time_grid": sampler.times().len(),
     });
     if let Some(p) = &args.save_samples {
         let mut meta = HashMap::new();
