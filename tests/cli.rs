@@ -142,6 +142,7 @@ fn incompatible_models_and_bad_settings_are_refused() {
     fails(d, &["--models", a_s, b_s, "--compose", "power", "--m", "0.5"], &["exponent m", ">= 1"]);
     fails(d, &["--models", a_s, b_s, "--ess-threshold", "2"], &["ESS threshold"]);
     fails(d, &["--models", a_s, "--compose", "mixture"], &["two or more models"]);
+    fails(d, &["--models", a_s, b_s, three.to_str().unwrap(), "--beta", "0.3"], &["beta", "exactly two models"]);
     // Zero particles or steps: the flags given last win over the helper's defaults.
     for (flag, what) in [("--particles", "particles"), ("--steps", "steps")] {
         let out = Command::new(BIN).args(["--models", a_s, b_s, flag, "0", "--quiet"]).output().unwrap();
