@@ -9,6 +9,7 @@ use wfrmix::io::{write_safetensors, F32Tensor};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mix-sample");
 
+#[allow(clippy::too_many_arguments)]
 fn gmm_file(dir: &Path, name: &str, means: &[f32], mshape: Vec<usize>, stds: &[f32], sshape: Vec<usize>, weights: &[f32], meta: &[(&str, &str)]) -> PathBuf {
     let p = dir.join(name);
     let mut m: HashMap<String, String> = meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
