@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use wfrmix::{
-    io, load_model, output, rng, ComposeKind, CompositionSpec, DivergenceEstimator, Integrator, MixtureMethod, Probe,
+    io, output, rng, ComposeKind, CompositionSpec, DivergenceEstimator, Integrator, MixtureMethod, Probe,
     ResamplePolicy, Resampler, Sampler, SamplerConfig, ScoreModel, TimeGrid,
 };
 
@@ -20,7 +20,8 @@ use wfrmix::{
 #[derive(Parser, Debug)]
 #[command(name = "mix-sample", version, about, long_about = None)]
 struct Args {
-    /// Model files (.safetensors with a `kind` in their header metadata).
+    /// Model files (.safetensors with a `kind` in their header metadata), or Hugging Face references
+    /// hf:ORG/NAME/FILE[@REVISION] resolved from the local hub cache (HF_HUB_CACHE, HF_HOME; never downloaded).
     #[arg(long, num_args = 1.., required = true, value_name = "FILE")]
     models: Vec<PathBuf>,
     /// How to compose: mixture | power | geometric | product | anneal.
@@ -124,7 +125,7 @@ fn run(args: Args) -> Result<()> {
     for p in [&args.out, &args.save_samples, &args.report].into_iter().flatten() {
         io::check_writable(p)?;
     }
-    let models: Vec<Box<dyn ScoreModel>> = args.models.iter().map(|p| load_model(p)).collect::<wfrmix::Result<_>>()?;
+    let models: Vec<Box<dyn ScoreModel>> = args.models.iter().map(|p| wfrmix::hub::load_model_ref(&p.to_string_lossy(), None)).collect::<wfrmix::Result<_>>()?;
     let refs: Vec<&dyn ScoreModel> = models.iter().map(|m| m.as_ref()).collect();
     let spec = CompositionSpec {
         kind: args.compose,
