@@ -219,7 +219,7 @@ fn short_training_reduces_the_dsm_loss_deterministically_and_resumes_exactly() {
     let lc: Vec<f64> = (0..150).map(|_| c.step().unwrap()).collect();
     assert_eq!(&losses[150..], &lc[..], "resumed run diverged");
     let (wa, wc) = (a.network().unwrap().to_f32(), c.network().unwrap().to_f32());
-    assert_eq!(wa, wc);
+    assert!(wa == wc, "resumed weights differ");
     // The written network loads through load_model and predicts what the trainer's network predicts.
     a.save_network(&dir.path().join("tiny.safetensors")).unwrap();
     let loaded = load_model(&dir.path().join("tiny.safetensors")).unwrap();
@@ -389,4 +389,120 @@ fn hf_references_resolve_from_a_local_cache_only() {
     for spec in ["hf:wfrmix/mlp2d", "hf:/a/b", "hf:a/b/c@"] {
         assert!(HfRef::parse(spec).is_err(), "{spec}");
     }
+}
+
+// ---------- the binaries ----------
+
+fn mix_sample(args: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> std::process::Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mix-sample"));
+    c.args(args).arg("--quiet");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn mix_sample_refuses_bad_networks_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s.safetensors");
+    let up = shipped("mlp2d_up.safetensors");
+    // A truncated network file.
+    let bytes = std::fs::read(&up).unwrap();
+    let trunc = dir.path().join("trunc.safetensors");
+    std::fs::write(&trunc, &bytes[..bytes.len() / 2]).unwrap();
+    // A 3-D network beside a 2-D one.
+    let net3 = dir.path().join("net3.safetensors");
+    random_net(3, MlpConfig::default(), 1).save(&net3).unwrap();
+    // A network whose arch disagrees with its tensors.
+    let bad_arch = dir.path().join("arch.safetensors");
+    write_net(&bad_arch, |m| { m.insert("arch".into(), r#"{"width":64,"depth":2,"time_freqs":4,"max_freq":50}"#.into()); }, |_| {});
+    for (second, needle) in [
+        (trunc.as_os_str(), "not a valid safetensors"),
+        (net3.as_os_str(), "data shapes differ"),
+        (bad_arch.as_os_str(), "net.0.weight"),
+        (std::ffi::OsStr::new("hf:nobody/nothing/x.safetensors"), "not in the Hugging Face cache"),
+    ] {
+        let o = mix_sample(
+            &[
+                "--models".as_ref(),
+                up.as_os_str(),
+                second,
+                "--particles".as_ref(),
+                "64".as_ref(),
+                "--steps".as_ref(),
+                "20".as_ref(),
+                "--save-samples".as_ref(),
+                out.as_os_str(),
+            ],
+            &[("HF_HUB_CACHE", dir.path())],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(needle) && !err.contains("panicked"), "{needle}: {err}");
+        assert!(!out.exists(), "partial output after: {err}");
+    }
+}
+
+#[test]
+fn mix_sample_composes_networks_from_an_hf_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let commit = "fedcba9876543210fedcba9876543210fedcba98";
+    let repo = cache.path().join("models--wfrmix--mlp2d");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    let snap = repo.join("snapshots").join(commit);
+    std::fs::create_dir_all(&snap).unwrap();
+    for f in ["mlp2d_up.safetensors", "mlp2d_down.safetensors"] {
+        std::fs::copy(shipped(f), snap.join(f)).unwrap();
+    }
+    let out = cache.path().join("s.safetensors");
+    let o = mix_sample(
+        &[
+            "--models".as_ref(),
+            "hf:wfrmix/mlp2d/mlp2d_up.safetensors".as_ref(),
+            "hf:wfrmix/mlp2d/mlp2d_down.safetensors".as_ref(),
+            "--particles".as_ref(),
+            "64".as_ref(),
+            "--steps".as_ref(),
+            "20".as_ref(),
+            "--save-samples".as_ref(),
+            out.as_os_str(),
+        ],
+        &[("HF_HUB_CACHE", cache.path())],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.exists());
+}
+
+#[test]
+fn mix_train_checkpoints_and_resumes_to_the_same_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe_path = dir.path().join("r.json");
+    let mut r = tiny_recipe(&dir.path().join("full.safetensors"), 120);
+    r.checkpoint_every = 50;
+    std::fs::write(&recipe_path, serde_json::to_string(&r).unwrap()).unwrap();
+    let train = |extra: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-train")).arg("--recipe").arg(&recipe_path).arg("--quiet").args(extra).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    // Uninterrupted: 120 steps.
+    train(&[]);
+    // Interrupted: stop after 60 steps (checkpoint at 50 and at the stop, 60), then resume to 120.
+    let part = dir.path().join("part.safetensors");
+    let ckpt = dir.path().join("part.ckpt.safetensors");
+    train(&["--out".as_ref(), part.as_os_str(), "--stop-at".as_ref(), "60".as_ref()]);
+    assert!(ckpt.exists());
+    let resumed = dir.path().join("resumed.safetensors");
+    train(&["--out".as_ref(), resumed.as_os_str(), "--resume".as_ref(), ckpt.as_os_str(), "--checkpoint-every".as_ref(), "0".as_ref()]);
+    let a = ScoreMlp::load(&dir.path().join("full.safetensors")).unwrap();
+    let b = ScoreMlp::load(&resumed).unwrap();
+    assert!(a.to_f32() == b.to_f32(), "resumed training differs from the uninterrupted run");
+    // The checkpoint itself is a loadable network.
+    load_model(&ckpt).unwrap();
+    // A recipe that changes the architecture cannot resume this checkpoint.
+    r.arch.width = 48;
+    std::fs::write(&recipe_path, serde_json::to_string(&r).unwrap()).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-train")).arg("--recipe").arg(&recipe_path).arg("--quiet").arg("--resume").arg(&ckpt).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("`arch`"), "{err}");
 }

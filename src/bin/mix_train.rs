@@ -35,6 +35,10 @@ struct Args {
     /// Checkpoint file (default: the output with extension .ckpt.safetensors).
     #[arg(long, value_name = "FILE.safetensors")]
     checkpoint: Option<PathBuf>,
+    /// Stop after this many steps (the learning-rate schedule still spans all `steps`), writing the
+    /// network and a checkpoint: a run split by --stop-at and --resume equals the uninterrupted one.
+    #[arg(long)]
+    stop_at: Option<usize>,
     /// Continue from this checkpoint (same recipe; exact continuation).
     #[arg(long, value_name = "CKPT.safetensors")]
     resume: Option<PathBuf>,
@@ -77,7 +81,8 @@ fn run(args: Args) -> Result<()> {
     let start = Instant::now();
     let first = trainer.steps_done();
     let mut ema: Option<f64> = None;
-    while trainer.steps_done() < recipe.steps {
+    let stop = args.stop_at.unwrap_or(recipe.steps).min(recipe.steps);
+    while trainer.steps_done() < stop {
         let loss = trainer.step()?;
         let e = ema.map_or(loss, |e| 0.99 * e + 0.01 * loss);
         ema = Some(e);
@@ -86,13 +91,13 @@ fn run(args: Args) -> Result<()> {
         if k % 20 == 0 {
             bar.set_message(format!("loss {e:.4}  lr {:.2e}", recipe.lr_at(k)));
         }
-        if recipe.checkpoint_every > 0 && k % recipe.checkpoint_every == 0 && k < recipe.steps {
+        if recipe.checkpoint_every > 0 && k % recipe.checkpoint_every == 0 && k < stop {
             trainer.save_checkpoint(&ckpt)?;
         }
     }
     bar.finish_and_clear();
     trainer.save_network(&recipe.out)?;
-    if recipe.checkpoint_every > 0 {
+    if recipe.checkpoint_every > 0 || stop < recipe.steps {
         trainer.save_checkpoint(&ckpt)?;
     }
     let secs = start.elapsed().as_secs_f64();
