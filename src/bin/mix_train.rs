@@ -1,9 +1,10 @@
 //! `mix-train`: train a score network by denoising score matching from a recipe (see `models/*.json`).
 //! A thin layer over `wfrmix::train`: parse, run with a progress bar, checkpoint, write the network.
 //!
-//! Threads: candle's CPU kernels use CANDLE_NUM_THREADS (else RAYON_NUM_THREADS, else all cores). For the
-//! small networks trained here one thread was fastest on a shared 2-core machine (docs/nets.md), so
-//! mix-train sets CANDLE_NUM_THREADS=1 unless either variable is already set.
+//! Threads: candle's CPU element-wise kernels use CANDLE_NUM_THREADS (else RAYON_NUM_THREADS, else the
+//! physical cores) on a spin-waiting pool, and its matmuls RAYON_NUM_THREADS. For the small networks
+//! trained here more threads bought nothing on a shared 2-core machine and made candle's forward up to 3x
+//! slower (docs/nets.md), so mix-train sets both to 1 unless either is already set.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -118,6 +119,7 @@ fn main() -> ExitCode {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() && std::env::var_os("RAYON_NUM_THREADS").is_none() {
         // Set before any candle call (single-threaded here): see the module header.
         std::env::set_var("CANDLE_NUM_THREADS", "1");
+        std::env::set_var("RAYON_NUM_THREADS", "1");
     }
     let args = Args::parse();
     match run(args) {
