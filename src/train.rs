@@ -95,10 +95,20 @@ fn default_warmup() -> usize {
     200
 }
 
+fn default_kind() -> String {
+    crate::nn::mlp::KIND.to_string()
+}
+
+/// AdamW first and second moments, one vector per parameter tensor.
+type Moments = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 /// A training recipe (the JSON files in `models/`). Paths are relative to the working directory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
+    /// The network's file kind; only `score_mlp` so far (an image U-Net would add its own kind and arch).
+    #[serde(default = "default_kind")]
+    pub kind: String,
     /// Data source, e.g. `gmm:weights/gmm2d_up.safetensors`.
     pub data: String,
     /// Where the trained network goes.
@@ -148,6 +158,9 @@ impl Recipe {
 
     /// Range checks.
     pub fn check(&self) -> Result<()> {
+        if self.kind != crate::nn::mlp::KIND {
+            return Err(Error::param("kind", &self.kind, format!("mix-train knows only `{}`", crate::nn::mlp::KIND)));
+        }
         self.arch.check().map_err(|r| Error::param("arch", serde_json::to_string(&self.arch).unwrap_or_default(), r))?;
         if self.batch == 0 {
             return Err(Error::param("batch", self.batch, "must be ≥ 1"));
@@ -230,7 +243,7 @@ impl Trainer {
         data: Data,
         info: NetInfo,
         params: Vec<Vec<f32>>,
-        moments: Option<(Vec<Vec<f32>>, Vec<Vec<f32>>)>,
+        moments: Option<Moments>,
         step: usize,
         rng: Rng,
     ) -> Result<Self> {
@@ -271,7 +284,7 @@ impl Trainer {
         let params: Vec<Vec<f32>> = net.to_f32().into_iter().map(|(_, _, v)| v).collect();
         let mut ms = Vec::new();
         let mut vs = Vec::new();
-        for (i, (name, shape, _)) in net.to_f32().into_iter().enumerate() {
+        for (name, shape, _) in net.to_f32() {
             for (prefix, dst) in [("optim.m.", &mut ms), ("optim.v.", &mut vs)] {
                 let tname = format!("{prefix}{name}");
                 let (s, vals) = f.tensor_f64(&tname)?;
@@ -280,7 +293,6 @@ impl Trainer {
                 }
                 dst.push(vals.iter().map(|&x| x as f32).collect::<Vec<f32>>());
             }
-            debug_assert_eq!(ms.len(), i + 1);
         }
         let source: DataSource = recipe.data.parse()?;
         let data = source.open()?;

@@ -170,6 +170,7 @@ fn exact_divergence_by_vjps_matches_the_fd_jacobian_trace() {
 
 fn tiny_recipe(out: &Path, steps: usize) -> Recipe {
     Recipe {
+        kind: "score_mlp".into(),
         data: format!("gmm:{}", shipped("gmm2d_up.safetensors").display()),
         out: out.to_path_buf(),
         arch: MlpConfig { width: 32, depth: 2, time_freqs: 8, max_freq: 100.0 },
