@@ -21,7 +21,7 @@ use wfrmix::{
 #[command(name = "mix-sample", version, about, long_about = None)]
 struct Args {
     /// Model files (.safetensors with a `kind` in their header metadata), or Hugging Face references
-    /// hf:ORG/NAME/FILE[@REVISION] resolved from the local hub cache (HF_HUB_CACHE, HF_HOME; never downloaded).
+    /// `hf:ORG/NAME/FILE[@REVISION]` resolved from the local hub cache (HF_HUB_CACHE, HF_HOME; never downloaded).
     #[arg(long, num_args = 1.., required = true, value_name = "FILE")]
     models: Vec<PathBuf>,
     /// How to compose: mixture | power | geometric | product | anneal.
