@@ -1,7 +1,7 @@
 //! Training score networks by denoising score matching (what `mix-train` runs).
 //!
 //! Loss: E_{x_0, t, ε} |ε̂(α_t x_0 + σ_t ε, t) − ε|² (mean over the batch and coordinates), with
-//! t ~ U(t_min, 1), ε ~ N(0, I) and x_0 from the [`DataSource`]. Every random number (data, t, ε and the
+//! t ~ U(t_min, 1) (optionally partly log-uniform, `t_log_fraction`), ε ~ N(0, I) and x_0 from the [`DataSource`]. Every random number (data, t, ε and the
 //! initial weights) comes from one seeded ChaCha8 stream ([`crate::rng`]); candle only does the forward
 //! and backward passes. The optimiser is AdamW with candle_nn::AdamW's update rule
 //! (θ ← θ(1 − lr·λ) − lr·m̂/(√v̂ + ε)), kept on the host so that its moments can be checkpointed: a
@@ -136,6 +136,10 @@ pub struct Recipe {
     pub weight_decay: f64,
     /// Smallest training time.
     pub t_min: f64,
+    /// Fraction of each batch whose t is drawn log-uniformly on [t_min, 1] instead of uniformly (more
+    /// training at small noise levels; the loss's minimiser is the same for any t distribution).
+    #[serde(default)]
+    pub t_log_fraction: f64,
     /// Seed of the run's random stream.
     pub seed: u64,
     /// Write a checkpoint every this many steps (0: never).
@@ -172,6 +176,9 @@ impl Recipe {
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(Error::param("weight_decay", self.weight_decay, "must be finite and ≥ 0"));
         }
+        if !(0.0..=1.0).contains(&self.t_log_fraction) {
+            return Err(Error::param("t_log_fraction", self.t_log_fraction, "must lie in [0, 1]"));
+        }
         if !(self.t_min > 0.0 && self.t_min < 1.0) {
             return Err(Error::param("t_min", self.t_min, "must lie in (0, 1)"));
         }
@@ -182,6 +189,17 @@ impl Recipe {
     /// The checkpoint path.
     pub fn checkpoint_path(&self) -> PathBuf {
         self.checkpoint.clone().unwrap_or_else(|| self.out.with_extension("ckpt.safetensors"))
+    }
+
+    /// The training time of batch item `i`: the first ⌊t_log_fraction·batch⌋ items log-uniform on
+    /// [t_min, 1], the rest uniform.
+    pub fn draw_t(&self, i: usize, rng: &mut Rng) -> f64 {
+        let u = rng::uniform(rng);
+        if (i as f64) < (self.t_log_fraction * self.batch as f64).floor() {
+            (self.t_min.ln() * (1.0 - u)).exp()
+        } else {
+            self.t_min + (1.0 - self.t_min) * u
+        }
     }
 
     /// Learning rate at step `k` (0-based).
@@ -321,7 +339,7 @@ impl Trainer {
         let mut input = Vec::with_capacity(b * (d + k2));
         let mut e = vec![0.0; k2];
         for i in 0..b {
-            let t = self.recipe.t_min + (1.0 - self.recipe.t_min) * rng::uniform(&mut self.rng);
+            let t = self.recipe.draw_t(i, &mut self.rng);
             let (a, s) = (sched.alpha(t), sched.sigma2(t).sqrt());
             input.extend((0..d).map(|j| (a * x0[i * d + j] + s * eps[i * d + j]) as f32));
             self.cfg.embed(&self.freqs, t, &mut e);
