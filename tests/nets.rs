@@ -600,3 +600,20 @@ fn candle_gradients_match_finite_differences_and_the_hand_written_vjp() {
         }
     }
 }
+
+#[test]
+fn network_compositions_do_not_depend_on_the_thread_count() {
+    // The inference path runs single-threaded gemm on the engine's row chunks; each row's result must
+    // not depend on how the batch is split (fr needs VJPs too).
+    let up = load_model(&shipped("mlp2d_up.safetensors")).unwrap();
+    let down = load_model(&shipped("mlp2d_down.safetensors")).unwrap();
+    let comp = Composition::mixture(&[0.7, 0.3], MixtureMethod::Fr).unwrap();
+    let go = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let cfg = SamplerConfig { particles: 700, steps: 60, seed: 2, ..Default::default() };
+        pool.install(|| Sampler::new(&[up.as_ref(), down.as_ref()], comp.clone(), cfg).unwrap().run(|_| {}).unwrap())
+    };
+    let (a, b, c) = (go(1), go(2), go(3));
+    assert!(a.samples == b.samples && a.samples == c.samples);
+    assert!(a.log_weights == c.log_weights);
+}

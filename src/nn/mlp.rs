@@ -36,6 +36,9 @@ use crate::rng::{self, Rng};
 use crate::schedule::VpSchedule;
 use crate::tensors::TensorFile;
 
+/// Rows per matrix product in the inference path (see `ScoreMlp::in_blocks`).
+pub const BLOCK: usize = 32;
+
 /// The `kind` of MLP score-network files.
 pub const KIND: &str = "score_mlp";
 /// The only parameterisation implemented: the network predicts the noise ε.
@@ -400,8 +403,58 @@ impl ScoreMlp {
     /// The network's noise prediction ε̂(x, t) for a batch.
     pub fn predict_noise(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
         self.check_batch(x, out.len())?;
-        self.forward(x, t, out, None);
+        self.in_blocks(x, None, out, |xb, _, ob| self.forward(xb, t, ob, None));
         Ok(())
+    }
+
+    /// Run `f(x_block, v_block, out_block)` on blocks of exactly [`BLOCK`] rows, zero-padding the last
+    /// one. gemm picks its kernel by matrix size, so fixed-size products make every row's result
+    /// independent of the batch it came in (and hence of the engine's thread count).
+    fn in_blocks(&self, x: &[f64], v: Option<&[f64]>, out: &mut [f64], f: impl Fn(&[f64], Option<&[f64]>, &mut [f64])) {
+        let d = self.d;
+        let full = BLOCK * d;
+        let n_full = x.len() / full * full;
+        for (i, (xb, ob)) in x[..n_full].chunks_exact(full).zip(out[..n_full].chunks_exact_mut(full)).enumerate() {
+            f(xb, v.map(|v| &v[i * full..(i + 1) * full]), ob);
+        }
+        let rest = x.len() - n_full;
+        if rest > 0 {
+            let mut xp = vec![0.0; full];
+            xp[..rest].copy_from_slice(&x[n_full..]);
+            let vp = v.map(|v| {
+                let mut p = vec![0.0; full];
+                p[..rest].copy_from_slice(&v[n_full..]);
+                p
+            });
+            let mut op = vec![0.0; full];
+            f(&xp, vp.as_deref(), &mut op);
+            out[n_full..].copy_from_slice(&op[..rest]);
+        }
+    }
+
+    /// −(1/σ) J_ε̂(x)ᵀ v for a block, `inv` = −1/σ.
+    fn vjp_rows(&self, x: &[f64], t: f64, inv: f64, v: &[f64], out: &mut [f64]) {
+        let (d, w) = (self.d, self.cfg.width);
+        let n = x.len() / d;
+        let mut pre = Vec::with_capacity(self.cfg.depth);
+        let mut eps = vec![0.0; n * d];
+        self.forward(x, t, &mut eps, Some(&mut pre));
+        // g = ∂(v·s)/∂ε̂ = v · (−1/σ), then back through the output layer.
+        let g: Vec<f64> = v.iter().map(|a| a * inv).collect();
+        let lo = &self.layers[self.cfg.depth];
+        let mut gh = vec![0.0; n * w];
+        matmul(n, w, d, &g, d, &lo.w, lo.inp, 1, &mut gh);
+        let mut gz = vec![0.0; n * w];
+        for l in (0..self.cfg.depth).rev() {
+            gz.iter_mut().zip(gh.iter().zip(&pre[l])).for_each(|(o, (g, &z))| *o = g * silu_grad(z));
+            let layer = &self.layers[l];
+            if l > 0 {
+                matmul(n, w, w, &gz, w, &layer.w, layer.inp, 1, &mut gh);
+            } else {
+                // Only the x columns of layer 0 (the embedding columns do not depend on x).
+                matmul(n, d, w, &gz, w, &layer.w, layer.inp, 1, out);
+            }
+        }
     }
 
     fn sigma(&self, t: f64) -> Result<f64> {
@@ -429,7 +482,7 @@ impl ScoreModel for ScoreMlp {
     fn score(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
         self.check_batch(x, out.len())?;
         let inv = -1.0 / self.sigma(t)?;
-        self.forward(x, t, out, None);
+        self.in_blocks(x, None, out, |xb, _, ob| self.forward(xb, t, ob, None));
         out.iter_mut().for_each(|v| *v *= inv);
         Ok(())
     }
@@ -440,29 +493,10 @@ impl ScoreModel for ScoreMlp {
 
     /// J_s(x)ᵀ v = −(1/σ_t) J_ε̂(x)ᵀ v by a hand-written reverse pass (matmul + SiLU').
     fn vjp(&self, x: &[f64], t: f64, v: &[f64], out: &mut [f64]) -> Result<()> {
-        let n = self.check_batch(x, out.len())?;
+        self.check_batch(x, out.len())?;
         self.check_batch(v, out.len())?;
         let inv = -1.0 / self.sigma(t)?;
-        let (d, w) = (self.d, self.cfg.width);
-        let mut pre = Vec::with_capacity(self.cfg.depth);
-        let mut eps = vec![0.0; n * d];
-        self.forward(x, t, &mut eps, Some(&mut pre));
-        // g = ∂(v·s)/∂ε̂ = v · (−1/σ), then back through the output layer.
-        let g: Vec<f64> = v.iter().map(|a| a * inv).collect();
-        let lo = &self.layers[self.cfg.depth];
-        let mut gh = vec![0.0; n * w];
-        matmul(n, w, d, &g, d, &lo.w, lo.inp, 1, &mut gh);
-        let mut gz = vec![0.0; n * w];
-        for l in (0..self.cfg.depth).rev() {
-            gz.iter_mut().zip(gh.iter().zip(&pre[l])).for_each(|(o, (g, &z))| *o = g * silu_grad(z));
-            let layer = &self.layers[l];
-            if l > 0 {
-                matmul(n, w, w, &gz, w, &layer.w, layer.inp, 1, &mut gh);
-            } else {
-                // Only the x columns of layer 0 (the embedding columns do not depend on x).
-                matmul(n, d, w, &gz, w, &layer.w, layer.inp, 1, out);
-            }
-        }
+        self.in_blocks(x, Some(v), out, |xb, vb, ob| self.vjp_rows(xb, t, inv, vb.expect("v given"), ob));
         Ok(())
     }
 
