@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use wfrmix::{
-    io, output, rng, ComposeKind, CompositionSpec, DivergenceEstimator, Integrator, MixtureMethod, Probe,
+    io, load_model, output, rng, ComposeKind, CompositionSpec, DivergenceEstimator, Integrator, MixtureMethod, Probe,
     ResamplePolicy, Resampler, Sampler, SamplerConfig, ScoreModel, TimeGrid,
 };
 
@@ -125,7 +125,14 @@ fn run(args: Args) -> Result<()> {
     for p in [&args.out, &args.save_samples, &args.report].into_iter().flatten() {
         io::check_writable(p)?;
     }
-    let models: Vec<Box<dyn ScoreModel>> = args.models.iter().map(|p| wfrmix::hub::load_model_ref(&p.to_string_lossy(), None)).collect::<wfrmix::Result<_>>()?;
+    let models: Vec<Box<dyn ScoreModel>> = args
+        .models
+        .iter()
+        .map(|p| match p.to_str() {
+            Some(s) if s.starts_with(wfrmix::hub::HF_PREFIX) => wfrmix::hub::load_model_ref(s, None),
+            _ => load_model(p),
+        })
+        .collect::<wfrmix::Result<_>>()?;
     let refs: Vec<&dyn ScoreModel> = models.iter().map(|m| m.as_ref()).collect();
     let spec = CompositionSpec {
         kind: args.compose,
