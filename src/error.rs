@@ -43,6 +43,9 @@ pub enum Error {
     /// The simulation produced NaN or infinity.
     #[error("non-finite {what} at step {step} (t = {t:.5}); {hint}")]
     NonFinite { what: String, step: usize, t: f64, hint: String },
+    /// The tensor backend (candle) failed while training or building a network.
+    #[error("candle failed while {what}: {reason}")]
+    Backend { what: String, reason: String },
     /// A picture could not be encoded.
     #[error("cannot encode image {}: {reason}", path.display())]
     Image { path: PathBuf, reason: String },

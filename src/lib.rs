@@ -9,8 +9,10 @@ pub mod divergence;
 pub mod energy;
 pub mod error;
 pub mod io;
+pub mod hub;
 pub mod metrics;
 pub mod model;
+pub mod nn;
 pub mod output;
 pub mod particles;
 pub mod plot;
@@ -18,6 +20,7 @@ pub mod rng;
 pub mod sampler;
 pub mod schedule;
 pub mod tensors;
+pub mod train;
 pub mod wfr;
 
 pub use error::{Error, Result};

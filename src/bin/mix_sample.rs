@@ -20,7 +20,8 @@ use wfrmix::{
 #[derive(Parser, Debug)]
 #[command(name = "mix-sample", version, about, long_about = None)]
 struct Args {
-    /// Model files (.safetensors with a `kind` in their header metadata).
+    /// Model files (.safetensors with a `kind` in their header metadata), or Hugging Face references
+    /// `hf:ORG/NAME/FILE[@REVISION]` resolved from the local hub cache (HF_HUB_CACHE, HF_HOME; never downloaded).
     #[arg(long, num_args = 1.., required = true, value_name = "FILE")]
     models: Vec<PathBuf>,
     /// How to compose: mixture | power | geometric | product | anneal.
@@ -133,7 +134,14 @@ fn run(args: Args) -> Result<()> {
     for p in [&args.out, &args.save_samples, &args.report].into_iter().flatten() {
         io::check_writable(p)?;
     }
-    let models: Vec<Box<dyn ScoreModel>> = args.models.iter().map(|p| load_model(p)).collect::<wfrmix::Result<_>>()?;
+    let models: Vec<Box<dyn ScoreModel>> = args
+        .models
+        .iter()
+        .map(|p| match p.to_str() {
+            Some(s) if s.starts_with(wfrmix::hub::HF_PREFIX) => wfrmix::hub::load_model_ref(s, None),
+            _ => load_model(p),
+        })
+        .collect::<wfrmix::Result<_>>()?;
     let refs: Vec<&dyn ScoreModel> = models.iter().map(|m| m.as_ref()).collect();
     let spec = CompositionSpec {
         kind: args.compose,

@@ -1,0 +1,559 @@
+//! The time-conditioned MLP score network for vector data (file kind `score_mlp`).
+//!
+//! Architecture (one source of truth: [`MlpConfig`], used by both the f64 inference path below and the
+//! candle training graph in [`CandleMlp`]):
+//!
+//! ```text
+//! e(t)  = [sin(ω_1 t) … sin(ω_K t), cos(ω_1 t) … cos(ω_K t)],  ω_k geometric from 1 to max_freq
+//! h_0   = [x, e(t)]                                   (x flattened to d values)
+//! h_l   = silu(W_l h_{l−1} + b_l),  l = 1 … depth    (width units; W_1 is [width, d + 2K])
+//! ε̂     = W_out h_depth + b_out                       (W_out is [d, width])
+//! s     = −ε̂ / σ_t                                    (noise prediction, DESIGN.md §1)
+//! ```
+//!
+//! Tensors are named `net.{i}.weight` ([out, in], the candle/PyTorch `Linear` convention) and
+//! `net.{i}.bias` for i = 0 … depth (i = depth is the output layer). Only matmul, add and SiLU are used,
+//! whose input gradients candle computes correctly; the inference path does not use candle at all: it
+//! is a hand-written f64 forward and reverse pass (gemm matrix products), because candle's backward also
+//! computes every weight gradient and costs several forwards per vector–Jacobian product.
+//!
+//! File metadata (all required unless marked optional):
+//! `kind` = `score_mlp`; `arch` = JSON `{"width":W,"depth":L,"time_freqs":K,"max_freq":F}`;
+//! `data_shape` = JSON array, e.g. `[2]`; `beta_min`, `beta_max` (the forward schedule);
+//! `parameterization` = `epsilon`; `trained_on` (the data source); optional `recipe` (the training
+//! recipe as JSON), `name`, `train_step`. Checkpoints may also hold `optim.*` tensors (ignored here).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::io::{write_safetensors, F32Tensor};
+use crate::model::ScoreModel;
+use crate::rng::{self, Rng};
+use crate::schedule::VpSchedule;
+use crate::tensors::TensorFile;
+
+/// Rows per matrix product in the inference path (see `ScoreMlp::in_blocks`).
+pub const BLOCK: usize = 32;
+
+/// The `kind` of MLP score-network files.
+pub const KIND: &str = "score_mlp";
+/// The only parameterisation implemented: the network predicts the noise ε.
+pub const PARAMETERIZATION: &str = "epsilon";
+
+/// Hyper-parameters of the time-conditioned MLP (the `arch` metadata key).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlpConfig {
+    /// Units per hidden layer.
+    pub width: usize,
+    /// Number of hidden layers (≥ 1).
+    pub depth: usize,
+    /// Number of sinusoidal frequencies K of the time embedding (2K features).
+    pub time_freqs: usize,
+    /// Highest embedding frequency (the lowest is 1); t ∈ [0, 1].
+    pub max_freq: f64,
+}
+
+impl Default for MlpConfig {
+    fn default() -> Self {
+        MlpConfig { width: 64, depth: 3, time_freqs: 16, max_freq: 200.0 }
+    }
+}
+
+impl MlpConfig {
+    /// Ranges: width, depth, time_freqs ≥ 1; max_freq finite and ≥ 1.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.width == 0 || self.depth == 0 || self.time_freqs == 0 {
+            return Err(format!("width ({}), depth ({}) and time_freqs ({}) must be ≥ 1", self.width, self.depth, self.time_freqs));
+        }
+        if !(self.max_freq.is_finite() && self.max_freq >= 1.0) {
+            return Err(format!("max_freq = {} must be finite and ≥ 1", self.max_freq));
+        }
+        Ok(())
+    }
+
+    /// Number of time-embedding features (2K).
+    pub fn time_features(&self) -> usize {
+        2 * self.time_freqs
+    }
+
+    /// (out, in) of every layer for data dimension d, output layer last.
+    pub fn layer_shapes(&self, d: usize) -> Vec<(usize, usize)> {
+        let mut v = vec![(self.width, d + self.time_features())];
+        v.extend((1..self.depth).map(|_| (self.width, self.width)));
+        v.push((d, self.width));
+        v
+    }
+
+    /// Number of trainable parameters for data dimension d.
+    pub fn parameters(&self, d: usize) -> usize {
+        self.layer_shapes(d).iter().map(|(o, i)| o * i + o).sum()
+    }
+
+    /// The embedding frequencies ω_k = max_freq^{k/(K−1)}.
+    pub fn freqs(&self) -> Vec<f64> {
+        let k = self.time_freqs;
+        (0..k).map(|i| if k == 1 { 1.0 } else { self.max_freq.powf(i as f64 / (k - 1) as f64) }).collect()
+    }
+
+    /// e(t) into `out` (2K values: sines then cosines).
+    pub fn embed(&self, freqs: &[f64], t: f64, out: &mut [f64]) {
+        let k = freqs.len();
+        for (i, w) in freqs.iter().enumerate() {
+            out[i] = (w * t).sin();
+            out[k + i] = (w * t).cos();
+        }
+    }
+}
+
+/// Name of layer i's weight tensor.
+pub fn weight_name(i: usize) -> String {
+    format!("net.{i}.weight")
+}
+
+/// Name of layer i's bias tensor.
+pub fn bias_name(i: usize) -> String {
+    format!("net.{i}.bias")
+}
+
+/// Everything in a network file besides the architecture and the weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetInfo {
+    /// Shape of one data item.
+    pub data_shape: Vec<usize>,
+    /// The forward schedule the network was trained under.
+    pub schedule: VpSchedule,
+    /// What it was trained on, e.g. `gmm:weights/gmm2d_up.safetensors`.
+    pub trained_on: String,
+    /// The training recipe (JSON), if known.
+    pub recipe: Option<String>,
+    /// Name used in messages.
+    pub name: String,
+}
+
+struct Dense {
+    out: usize,
+    inp: usize,
+    w: Vec<f64>,
+    b: Vec<f64>,
+}
+
+/// A loaded (or freshly initialised) MLP score network; a [`ScoreModel`].
+pub struct ScoreMlp {
+    info: NetInfo,
+    cfg: MlpConfig,
+    d: usize,
+    layers: Vec<Dense>,
+    freqs: Vec<f64>,
+}
+
+fn silu(z: f64) -> f64 {
+    z / (1.0 + (-z).exp())
+}
+
+fn silu_grad(z: f64) -> f64 {
+    let s = 1.0 / (1.0 + (-z).exp());
+    s * (1.0 + z * (1.0 - s))
+}
+
+/// dst[m × n] = A · B with A[i, kk] = a[i·a_rs + kk] and B[kk, j] = b[kk·b_rs + j·b_cs] (single thread:
+/// the engine splits batches across threads itself).
+#[allow(clippy::too_many_arguments)]
+fn matmul(m: usize, n: usize, k: usize, a: &[f64], a_rs: usize, b: &[f64], b_rs: usize, b_cs: usize, dst: &mut [f64]) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(a.len() >= (m - 1) * a_rs + k && dst.len() >= m * n);
+    assert!(b.len() > (k - 1) * b_rs + (n - 1) * b_cs);
+    // SAFETY: the asserts above keep every index the strides reach inside the slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+impl ScoreMlp {
+    /// A freshly initialised network: weights and biases U(−1/√in, 1/√in) (candle's `Linear` default),
+    /// drawn from our seeded stream (candle's own RNG cannot be seeded).
+    pub fn init(cfg: MlpConfig, info: NetInfo, rng: &mut Rng) -> Result<Self> {
+        cfg.check().map_err(|r| Error::param("arch", serde_json::to_string(&cfg).unwrap_or_default(), r))?;
+        let d: usize = info.data_shape.iter().product();
+        let mut params = Vec::new();
+        for (out, inp) in cfg.layer_shapes(d) {
+            let bound = 1.0 / (inp as f64).sqrt();
+            let mut draw = |len: usize| -> Vec<f32> { (0..len).map(|_| ((2.0 * rng::uniform(rng) - 1.0) * bound) as f32).collect() };
+            let w = draw(out * inp);
+            let b = draw(out);
+            params.push(w);
+            params.push(b);
+        }
+        Self::from_f32(cfg, info, &params)
+    }
+
+    /// Build from f32 parameters in the order w_0, b_0, w_1, b_1, … (shapes from `cfg`).
+    pub fn from_f32(cfg: MlpConfig, info: NetInfo, params: &[Vec<f32>]) -> Result<Self> {
+        cfg.check().map_err(|r| Error::param("arch", serde_json::to_string(&cfg).unwrap_or_default(), r))?;
+        let d: usize = info.data_shape.iter().product();
+        if d == 0 {
+            return Err(Error::param("data_shape", format!("{:?}", info.data_shape), "must be non-empty with positive sizes"));
+        }
+        let shapes = cfg.layer_shapes(d);
+        if params.len() != 2 * shapes.len() {
+            return Err(Error::param("parameters", params.len(), format!("expected {} tensors", 2 * shapes.len())));
+        }
+        let mut layers = Vec::with_capacity(shapes.len());
+        for (i, &(out, inp)) in shapes.iter().enumerate() {
+            let (w, b) = (&params[2 * i], &params[2 * i + 1]);
+            if w.len() != out * inp || b.len() != out {
+                return Err(Error::param(format!("layer {i}"), format!("{} + {} values", w.len(), b.len()), format!("expected [{out}, {inp}] and [{out}]")));
+            }
+            layers.push(Dense { out, inp, w: w.iter().map(|&v| v as f64).collect(), b: b.iter().map(|&v| v as f64).collect() });
+        }
+        Ok(ScoreMlp { freqs: cfg.freqs(), info, cfg, d, layers })
+    }
+
+    /// The parameters as f32, in the order of [`Self::from_f32`], with their names and shapes.
+    pub fn to_f32(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let mut v = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            v.push((weight_name(i), vec![l.out, l.inp], l.w.iter().map(|&x| x as f32).collect()));
+            v.push((bias_name(i), vec![l.out], l.b.iter().map(|&x| x as f32).collect()));
+        }
+        v
+    }
+
+    /// The architecture.
+    pub fn config(&self) -> MlpConfig {
+        self.cfg
+    }
+
+    /// Data source, schedule and recipe.
+    pub fn info(&self) -> &NetInfo {
+        &self.info
+    }
+
+    /// Open a `score_mlp` file.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::from_file(&TensorFile::open(path)?)
+    }
+
+    /// Build from an opened file, checking every metadata key against the tensors.
+    pub fn from_file(f: &TensorFile) -> Result<Self> {
+        let path = f.path();
+        let merr = |key: &str, reason: String| Error::Metadata { path: path.into(), key: key.into(), reason };
+        let req = |key: &str, what: &str| f.metadata(key).ok_or_else(|| merr(key, format!("missing from the header metadata ({what})")));
+        match f.metadata("kind") {
+            Some(KIND) => {}
+            other => return Err(merr("kind", format!("expected \"{KIND}\", found {other:?}"))),
+        }
+        let example = serde_json::to_string(&MlpConfig::default()).unwrap_or_default();
+        let arch_s = req("arch", &format!("the architecture as JSON, e.g. {example}"))?;
+        let cfg: MlpConfig = serde_json::from_str(arch_s).map_err(|e| merr("arch", format!("`{arch_s}`: {e}; expected JSON like {example}")))?;
+        cfg.check().map_err(|r| merr("arch", r))?;
+        let shape_s = req("data_shape", "a JSON array such as [2]")?;
+        let data_shape: Vec<usize> = serde_json::from_str(shape_s).map_err(|e| merr("data_shape", format!("`{shape_s}`: {e}; expected a JSON array such as [2]")))?;
+        if data_shape.is_empty() || data_shape.contains(&0) {
+            return Err(merr("data_shape", format!("{data_shape:?} must be non-empty with positive sizes")));
+        }
+        let num = |key: &str| -> Result<f64> {
+            let s = req(key, "the forward schedule")?;
+            s.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| merr(key, format!("`{s}` is not a finite number")))
+        };
+        let schedule = VpSchedule::new(num("beta_min")?, num("beta_max")?).map_err(|e| merr("beta_min/beta_max", e.to_string()))?;
+        let par = req("parameterization", "what the network predicts")?;
+        if par != PARAMETERIZATION {
+            return Err(merr("parameterization", format!("`{par}` is not supported (only `{PARAMETERIZATION}`: the network predicts the noise)")));
+        }
+        let trained_on = req("trained_on", "the data source the network was trained on")?.to_string();
+        let d: usize = data_shape.iter().product();
+        let shapes = cfg.layer_shapes(d);
+        let mut expected = BTreeSet::new();
+        let mut params = Vec::new();
+        for (i, &(out, inp)) in shapes.iter().enumerate() {
+            for (name, want) in [(weight_name(i), vec![out, inp]), (bias_name(i), vec![out])] {
+                let (shape, vals) = f.tensor_f64(&name)?;
+                if shape != want {
+                    let role = if i == 0 {
+                        format!("layer 0 takes d + 2·time_freqs = {d} + {} inputs", cfg.time_features())
+                    } else if i == cfg.depth {
+                        format!("the output layer maps width {} to d = {d}", cfg.width)
+                    } else {
+                        format!("hidden layers are width × width = {}", cfg.width)
+                    };
+                    return Err(Error::TensorShape {
+                        path: path.into(),
+                        tensor: name,
+                        found: shape,
+                        expected: format!("{want:?} from metadata arch = {arch_s} and data_shape = {shape_s} ({role})"),
+                    });
+                }
+                params.push(vals.iter().map(|&v| v as f32).collect::<Vec<f32>>());
+                expected.insert(name);
+            }
+        }
+        if let Some(extra) = f.names().into_iter().find(|n| !expected.contains(n) && !n.starts_with("optim.")) {
+            return Err(merr(
+                "arch",
+                format!("depth = {} means tensors net.0 … net.{}, but the file also holds `{extra}`", cfg.depth, cfg.depth),
+            ));
+        }
+        let name = f.metadata("name").map(String::from).unwrap_or_else(|| path.display().to_string());
+        let info = NetInfo { data_shape, schedule, trained_on, recipe: f.metadata("recipe").map(String::from), name };
+        Self::from_f32(cfg, info, &params)
+    }
+
+    /// The header metadata this network is written with.
+    pub fn metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        m.insert("kind".into(), KIND.into());
+        m.insert("arch".into(), serde_json::to_string(&self.cfg).expect("plain struct"));
+        m.insert("data_shape".into(), serde_json::to_string(&self.info.data_shape).expect("plain vec"));
+        m.insert("beta_min".into(), self.info.schedule.beta_min.to_string());
+        m.insert("beta_max".into(), self.info.schedule.beta_max.to_string());
+        m.insert("parameterization".into(), PARAMETERIZATION.into());
+        m.insert("trained_on".into(), self.info.trained_on.clone());
+        m.insert("name".into(), self.info.name.clone());
+        if let Some(r) = &self.info.recipe {
+            m.insert("recipe".into(), r.clone());
+        }
+        m
+    }
+
+    /// Write the network (F32), atomically, with `extra` metadata and extra tensors (checkpoint state).
+    pub fn save_with(&self, path: &Path, extra_meta: &HashMap<String, String>, extra_tensors: &[F32Tensor<'_>]) -> Result<()> {
+        let params = self.to_f32();
+        let mut tensors: Vec<F32Tensor<'_>> = params.iter().map(|(n, s, v)| F32Tensor { name: n, shape: s.clone(), data: v }).collect();
+        tensors.extend(extra_tensors.iter().map(|t| F32Tensor { name: t.name, shape: t.shape.clone(), data: t.data }));
+        let mut meta = self.metadata();
+        meta.extend(extra_meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+        write_safetensors(path, &tensors, &meta)
+    }
+
+    /// Write the network (F32) atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.save_with(path, &HashMap::new(), &[])
+    }
+
+    fn check_batch(&self, x: &[f64], out: usize) -> Result<usize> {
+        if x.len() % self.d != 0 || out != x.len() {
+            return Err(Error::param(
+                format!("batch for `{}`", self.info.name),
+                format!("{} inputs / {} outputs", x.len(), out),
+                format!("expected n × {} inputs and as many outputs", self.d),
+            ));
+        }
+        Ok(x.len() / self.d)
+    }
+
+    /// ε̂(x, t) for a batch (n × d) into `out`; with `pre` given, also keeps every hidden layer's
+    /// pre-activations (for the reverse pass).
+    fn forward(&self, x: &[f64], t: f64, out: &mut [f64], mut pre: Option<&mut Vec<Vec<f64>>>) {
+        let n = x.len() / self.d;
+        let (d, w) = (self.d, self.cfg.width);
+        // Layer 0: the time embedding is the same for every row, so its product folds into the bias.
+        let mut e = vec![0.0; self.cfg.time_features()];
+        self.cfg.embed(&self.freqs, t, &mut e);
+        let l0 = &self.layers[0];
+        let bias0: Vec<f64> = (0..w).map(|j| l0.b[j] + (0..e.len()).map(|k| l0.w[j * l0.inp + d + k] * e[k]).sum::<f64>()).collect();
+        let mut z = vec![0.0; n * w];
+        matmul(n, w, d, x, d, &l0.w, 1, l0.inp, &mut z);
+        for row in z.chunks_exact_mut(w) {
+            row.iter_mut().zip(&bias0).for_each(|(v, b)| *v += b);
+        }
+        let mut h = vec![0.0; n * w];
+        for l in 1..=self.cfg.depth {
+            h.iter_mut().zip(&z).for_each(|(h, &z)| *h = silu(z));
+            if let Some(p) = pre.as_deref_mut() {
+                p.push(std::mem::take(&mut z));
+            }
+            let layer = &self.layers[l];
+            let mut nz = vec![0.0; n * layer.out];
+            matmul(n, layer.out, layer.inp, &h, w, &layer.w, 1, layer.inp, &mut nz);
+            for row in nz.chunks_exact_mut(layer.out) {
+                row.iter_mut().zip(&layer.b).for_each(|(v, b)| *v += b);
+            }
+            z = nz;
+        }
+        out.copy_from_slice(&z);
+    }
+
+    /// The network's noise prediction ε̂(x, t) for a batch.
+    pub fn predict_noise(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
+        self.check_batch(x, out.len())?;
+        self.in_blocks(x, None, out, |xb, _, ob| self.forward(xb, t, ob, None));
+        Ok(())
+    }
+
+    /// Run `f(x_block, v_block, out_block)` on blocks of exactly [`BLOCK`] rows, zero-padding the last
+    /// one. gemm picks its kernel by matrix size, so fixed-size products make every row's result
+    /// independent of the batch it came in (and hence of the engine's thread count).
+    fn in_blocks(&self, x: &[f64], v: Option<&[f64]>, out: &mut [f64], f: impl Fn(&[f64], Option<&[f64]>, &mut [f64])) {
+        let d = self.d;
+        let full = BLOCK * d;
+        let n_full = x.len() / full * full;
+        for (i, (xb, ob)) in x[..n_full].chunks_exact(full).zip(out[..n_full].chunks_exact_mut(full)).enumerate() {
+            f(xb, v.map(|v| &v[i * full..(i + 1) * full]), ob);
+        }
+        let rest = x.len() - n_full;
+        if rest > 0 {
+            let mut xp = vec![0.0; full];
+            xp[..rest].copy_from_slice(&x[n_full..]);
+            let vp = v.map(|v| {
+                let mut p = vec![0.0; full];
+                p[..rest].copy_from_slice(&v[n_full..]);
+                p
+            });
+            let mut op = vec![0.0; full];
+            f(&xp, vp.as_deref(), &mut op);
+            out[n_full..].copy_from_slice(&op[..rest]);
+        }
+    }
+
+    /// −(1/σ) J_ε̂(x)ᵀ v for a block, `inv` = −1/σ.
+    fn vjp_rows(&self, x: &[f64], t: f64, inv: f64, v: &[f64], out: &mut [f64]) {
+        let (d, w) = (self.d, self.cfg.width);
+        let n = x.len() / d;
+        let mut pre = Vec::with_capacity(self.cfg.depth);
+        let mut eps = vec![0.0; n * d];
+        self.forward(x, t, &mut eps, Some(&mut pre));
+        // g = ∂(v·s)/∂ε̂ = v · (−1/σ), then back through the output layer.
+        let g: Vec<f64> = v.iter().map(|a| a * inv).collect();
+        let lo = &self.layers[self.cfg.depth];
+        let mut gh = vec![0.0; n * w];
+        matmul(n, w, d, &g, d, &lo.w, lo.inp, 1, &mut gh);
+        let mut gz = vec![0.0; n * w];
+        for l in (0..self.cfg.depth).rev() {
+            gz.iter_mut().zip(gh.iter().zip(&pre[l])).for_each(|(o, (g, &z))| *o = g * silu_grad(z));
+            let layer = &self.layers[l];
+            if l > 0 {
+                matmul(n, w, w, &gz, w, &layer.w, layer.inp, 1, &mut gh);
+            } else {
+                // Only the x columns of layer 0 (the embedding columns do not depend on x).
+                matmul(n, d, w, &gz, w, &layer.w, layer.inp, 1, out);
+            }
+        }
+    }
+
+    fn sigma(&self, t: f64) -> Result<f64> {
+        let s = self.info.schedule.sigma2(t).sqrt();
+        if !(t.is_finite() && s > 0.0) {
+            return Err(Error::param("t", t, "a noise-prediction network's score −ε̂/σ_t needs t > 0"));
+        }
+        Ok(s)
+    }
+}
+
+impl ScoreModel for ScoreMlp {
+    fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    fn data_shape(&self) -> &[usize] {
+        &self.info.data_shape
+    }
+
+    fn schedule(&self) -> VpSchedule {
+        self.info.schedule
+    }
+
+    fn score(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
+        self.check_batch(x, out.len())?;
+        let inv = -1.0 / self.sigma(t)?;
+        self.in_blocks(x, None, out, |xb, _, ob| self.forward(xb, t, ob, None));
+        out.iter_mut().for_each(|v| *v *= inv);
+        Ok(())
+    }
+
+    fn has_vjp(&self) -> bool {
+        true
+    }
+
+    /// J_s(x)ᵀ v = −(1/σ_t) J_ε̂(x)ᵀ v by a hand-written reverse pass (matmul + SiLU').
+    fn vjp(&self, x: &[f64], t: f64, v: &[f64], out: &mut [f64]) -> Result<()> {
+        self.check_batch(x, out.len())?;
+        self.check_batch(v, out.len())?;
+        let inv = -1.0 / self.sigma(t)?;
+        self.in_blocks(x, Some(v), out, |xb, vb, ob| self.vjp_rows(xb, t, inv, vb.expect("v given"), ob));
+        Ok(())
+    }
+
+    fn parallel_chunks(&self) -> bool {
+        // The inference path is single-threaded per call; the engine's chunks give the parallelism.
+        true
+    }
+}
+
+/// The same architecture as a candle graph, for training: parameters are candle [`Var`]s (f32) in the
+/// order of [`ScoreMlp::from_f32`].
+pub struct CandleMlp {
+    cfg: MlpConfig,
+    vars: Vec<Var>,
+}
+
+/// candle errors, named by what was being done.
+pub(crate) fn backend(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
+    move |e| Error::Backend { what: what.to_string(), reason: e.to_string() }
+}
+
+impl CandleMlp {
+    /// Variables holding `net`'s parameters.
+    pub fn new(net: &ScoreMlp, device: &Device) -> Result<Self> {
+        let vars = net
+            .to_f32()
+            .into_iter()
+            .map(|(_, shape, v)| Var::from_tensor(&Tensor::from_vec(v, shape, device)?))
+            .collect::<candle_core::Result<Vec<Var>>>()
+            .map_err(backend("creating the network's variables"))?;
+        Ok(CandleMlp { cfg: net.config(), vars })
+    }
+
+    /// The trainable variables.
+    pub fn vars(&self) -> &[Var] {
+        &self.vars
+    }
+
+    /// ε̂ for inputs [B, d + 2K] = [x, e(t)] (built on the host, see [`MlpConfig::embed`]).
+    pub fn forward(&self, input: &Tensor) -> candle_core::Result<Tensor> {
+        let mut h = input.clone();
+        for l in 0..=self.cfg.depth {
+            let (w, b) = (self.vars[2 * l].as_tensor(), self.vars[2 * l + 1].as_tensor());
+            h = h.matmul(&w.t()?)?.broadcast_add(b)?;
+            if l < self.cfg.depth {
+                h = h.silu()?;
+            }
+        }
+        Ok(h)
+    }
+
+    /// Current parameters as f32 vectors, in order.
+    pub fn to_f32(&self) -> Result<Vec<Vec<f32>>> {
+        self.vars
+            .iter()
+            .map(|v| v.as_tensor().flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>())
+            .collect::<candle_core::Result<_>>()
+            .map_err(backend("reading the network's variables"))
+    }
+}
