@@ -300,8 +300,8 @@ pub struct CompositionSpec {
     pub n_models: usize,
     /// Explicit weights or exponents, one per model (overrides `beta`).
     pub coefficients: Option<Vec<f64>>,
-    /// The second model's share for two models: weights or exponents (1 − β, β).
-    pub beta: f64,
+    /// The second model's share for two models: weights or exponents (1 − β, β); 0.5 when absent.
+    pub beta: Option<f64>,
     pub method: MixtureMethod,
     /// Power-mean exponent.
     pub m: f64,
@@ -321,7 +321,12 @@ impl CompositionSpec {
                     format!("give one weight or exponent per model ({k} models)"),
                 )),
                 Some(c) => Ok(c.clone()),
-                None if k == 2 => beta_pair(self.beta),
+                None if k == 2 => beta_pair(self.beta.unwrap_or(0.5)),
+                None if self.beta.is_some() => Err(Error::param(
+                    "beta",
+                    self.beta.unwrap_or_default(),
+                    format!("beta is the second model's share and needs exactly two models ({k} given); give one weight per model instead"),
+                )),
                 None => Ok(vec![1.0 / k as f64; k]),
             }
         };

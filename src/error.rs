@@ -6,20 +6,13 @@ use std::path::PathBuf;
 /// Everything that can go wrong in wfrmix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file could not be opened or read.
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be opened or read (the I/O error is part of the message, so printing the
+    /// error's chain does not repeat it).
+    #[error("cannot read {}: {cause}", path.display())]
+    Read { path: PathBuf, cause: std::io::Error },
     /// An output file could not be written (nothing is left behind at `path`).
-    #[error("cannot write {}: {source}", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot write {}: {cause}", path.display())]
+    Write { path: PathBuf, cause: std::io::Error },
     /// The bytes of a file are not a valid safetensors archive.
     #[error("{} is not a valid safetensors file: {reason}", path.display())]
     NotSafetensors { path: PathBuf, reason: String },

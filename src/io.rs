@@ -17,7 +17,7 @@ fn temp_path(path: &Path) -> PathBuf {
 /// Write `bytes` to `path` atomically (temporary file + rename). On failure nothing is left at `path`
 /// and the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let werr = |source| Error::Write { path: path.to_path_buf(), source };
+    let werr = |source| Error::Write { path: path.to_path_buf(), cause: source };
     if path.as_os_str().is_empty() {
         return Err(werr(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty path")));
     }
@@ -44,7 +44,7 @@ pub fn check_writable(path: &Path) -> Result<()> {
             let _ = std::fs::remove_file(&tmp);
             Ok(())
         }
-        Err(source) => Err(Error::Write { path: path.to_path_buf(), source }),
+        Err(source) => Err(Error::Write { path: path.to_path_buf(), cause: source }),
     }
 }
 
@@ -70,7 +70,7 @@ pub fn write_safetensors(path: &Path, tensors: &[F32Tensor<'_>], metadata: &Hash
     let meta = if metadata.is_empty() { None } else { Some(metadata.clone()) };
     let out = safetensors::serialize(views, meta).map_err(|e| Error::Write {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        cause: std::io::Error::other(e.to_string()),
     })?;
     write_atomic(path, &out)
 }

@@ -4,11 +4,13 @@
 //! The maths lives in `shared/DESIGN.md`; each module's header says which section it implements.
 
 pub mod compose;
+pub mod data;
 pub mod divergence;
 pub mod energy;
 pub mod error;
 pub mod io;
 pub mod hub;
+pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod output;

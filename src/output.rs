@@ -118,3 +118,57 @@ pub fn save_scatter(path: &Path, run: &SampleRun, title: &str, rng: &mut Rng) ->
     p.legend(&mut c, &[("ESS / N", PALETTE[1]), ("resampled", PALETTE[3])]);
     c.save_png(path)
 }
+
+/// A labelled grid of a weighted resample of image samples (shape `[channels, height, width]`, values in
+/// [−1, 1]; the first channel is shown in grey), each pixel drawn as `scale × scale`. `labels`, when
+/// given, are written under the images in order (e.g. a classifier's verdicts).
+#[allow(clippy::too_many_arguments)]
+pub fn save_image_grid(path: &Path, images: &[f64], shape: &[usize], rows: usize, cols: usize, scale: u32, title: &str, labels: Option<&[String]>) -> Result<()> {
+    let (h, w) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    let per = shape.iter().product::<usize>();
+    let n = (images.len() / per.max(1)).min(rows * cols);
+    let label_h = if labels.is_some() { 12 } else { 0 };
+    let (cw, ch) = (w as u32 * scale + 6, h as u32 * scale + 6 + label_h);
+    let mut c = Canvas::new(cols as u32 * cw + 10, rows as u32 * ch + 34);
+    c.text(8, 8, title, crate::plot::BLACK);
+    for i in 0..n {
+        let (r, k) = (i / cols, i % cols);
+        let (x0, y0) = (5 + (k as u32 * cw) as i64 + 3, 26 + (r as u32 * ch) as i64 + 3);
+        let px: Vec<f32> = images[i * per..i * per + h * w].iter().map(|&v| ((v + 1.0) / 2.0) as f32).collect();
+        c.gray_image(x0, y0, w, h, &px, scale);
+        if let Some(l) = labels.and_then(|l| l.get(i)) {
+            let max_chars = (w as u32 * scale / 6) as usize;
+            let s: String = l.chars().take(max_chars).collect();
+            c.text(x0, y0 + (h as u32 * scale) as i64 + 2, &s, crate::plot::BLACK);
+        }
+    }
+    c.save_png(path)
+}
+
+/// The picture for a run: an image grid (`grid` = rows × cols) for image-shaped samples
+/// (`[c, h, w]`), otherwise the scatter plot of [`save_scatter`].
+pub fn save_picture(path: &Path, run: &SampleRun, title: &str, grid: (usize, usize), labels: Option<&[String]>, rng: &mut Rng) -> Result<()> {
+    if run.shape.len() == 3 {
+        let m = (grid.0 * grid.1).min(run.len());
+        let imgs = run.resampled(m, rng);
+        save_image_grid(path, &imgs, &run.shape, grid.0, grid.1, 3, title, labels)
+    } else {
+        save_scatter(path, run, title, rng)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_grid_has_the_expected_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("g.png");
+        let imgs: Vec<f64> = (0..6 * 4 * 5).map(|i| (i % 7) as f64 / 3.0 - 1.0).collect();
+        let labels: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+        save_image_grid(&p, &imgs, &[1, 4, 5], 2, 3, 3, "t", Some(&labels)).unwrap();
+        let img = image::open(&p).unwrap();
+        assert_eq!((img.width(), img.height()), (3 * (5 * 3 + 6) + 10, 2 * (4 * 3 + 6 + 12) + 34));
+    }
+}

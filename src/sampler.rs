@@ -320,9 +320,11 @@ impl<'a> Sampler<'a> {
             drift.par_chunks_mut(chunk * d).zip(rate.par_chunks_mut(chunk)).enumerate().for_each(|(c, (dc, rc))| {
                 let mut w = vec![0.0; k];
                 let mut dv = vec![0.0; k];
+                let mut sc: Vec<&[f64]> = Vec::with_capacity(k);
                 for (r, rb) in rc.iter_mut().enumerate() {
                     let b = c * chunk + r;
-                    let sc: Vec<&[f64]> = scores.iter().map(|s| &s[b * d..(b + 1) * d]).collect();
+                    sc.clear();
+                    sc.extend(scores.iter().map(|s| &s[b * d..(b + 1) * d]));
                     if needs_div {
                         for i in 0..k {
                             dv[i] = divs[i][b];
@@ -359,7 +361,7 @@ impl<'a> Sampler<'a> {
                 Integrator::EulerMaruyama => (v, 0.0),
                 Integrator::Ancestral => {
                     let (bt, bs) = (self.schedule.beta(t), self.schedule.beta(s));
-                    (0.5 * v * 2.0 * bt / (bt + bs), 0.5 * v * 2.0 * bs / (bt + bs))
+                    (v * bt / (bt + bs), v * bs / (bt + bs))
                 }
             };
             if eta > 0.0 {

@@ -30,9 +30,9 @@ struct Args {
     /// Mixture sampling method: state (exact, tracked log-densities) | fr (Fisher-Rao correction weights) | naive (biased ablation).
     #[arg(long, default_value = "state")]
     method: MixtureMethod,
-    /// The second model's share for two models: weights or exponents (1 - beta, beta).
-    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
-    beta: f64,
+    /// The second model's share for two models: weights or exponents (1 - beta, beta) [default: 0.5].
+    #[arg(long, allow_negative_numbers = true)]
+    beta: Option<f64>,
     /// One weight (mixture, power) or exponent (geometric) per model, comma-separated; overrides --beta.
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     weights: Option<Vec<f64>>,
@@ -96,9 +96,12 @@ struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Picture of a weighted resample (PNG): a scatter plot of the first two coordinates.
+    /// Picture of a weighted resample (PNG): a scatter plot of the first two coordinates, or an image grid for image data.
     #[arg(long, value_name = "FILE.png")]
     out: Option<PathBuf>,
+    /// Image grid size for image data, ROWSxCOLS.
+    #[arg(long, default_value = "8x8", value_name = "ROWSxCOLS")]
+    grid_size: String,
     /// Save `samples` [N, ...] and normalised `log_weights` [N] (safetensors).
     #[arg(long, value_name = "FILE.safetensors")]
     save_samples: Option<PathBuf>,
@@ -114,6 +117,12 @@ fn parse_window(s: &str) -> Result<(f64, f64)> {
     let (a, b) = s.split_once(':').with_context(|| format!("--resample-window `{s}`: expected LO:HI, e.g. 0.05:1"))?;
     let p = |v: &str| v.trim().parse::<f64>().with_context(|| format!("--resample-window `{s}`: `{v}` is not a number"));
     Ok((p(a)?, p(b)?))
+}
+
+fn parse_grid(s: &str) -> Result<(usize, usize)> {
+    let (r, c) = s.split_once(['x', 'X']).with_context(|| format!("--grid-size `{s}`: expected ROWSxCOLS, e.g. 8x8"))?;
+    let p = |v: &str| v.trim().parse::<usize>().ok().filter(|&n| n > 0).with_context(|| format!("--grid-size `{s}`: `{v}` is not a positive integer"));
+    Ok((p(r)?, p(c)?))
 }
 
 fn run(args: Args) -> Result<()> {
@@ -137,6 +146,7 @@ fn run(args: Args) -> Result<()> {
         gamma: args.gamma,
     };
     let composition = spec.build()?;
+    let grid = parse_grid(&args.grid_size)?;
     let window = args.resample_window.as_deref().map(parse_window).transpose()?;
     let config = SamplerConfig {
         particles: args.particles,
@@ -174,7 +184,6 @@ fn run(args: Args) -> Result<()> {
         "models": args.models.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "composition": composition,
         "sampler": config,
-        "time_grid": sampler.times().len(),
     });
     if let Some(p) = &args.save_samples {
         let mut meta = HashMap::new();
@@ -192,7 +201,7 @@ fn run(args: Args) -> Result<()> {
             .map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
             .collect();
         let title = format!("{:?} of {} ({} particles, seed {})", args.compose, names.join(" + "), args.particles, args.seed).to_lowercase();
-        output::save_scatter(p, &run, &title, &mut rng::seeded(args.seed ^ 0x5eed))?;
+        output::save_picture(p, &run, &title, grid, None, &mut rng::seeded(args.seed ^ 0x5eed))?;
     }
     if !args.quiet {
         println!(

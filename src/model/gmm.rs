@@ -158,6 +158,22 @@ impl GaussianMixture {
         self.log_weights.iter().map(|l| l.exp()).collect()
     }
 
+    /// Exact per-coordinate mean and variance of q_0.
+    pub fn mean_and_variance(&self) -> (Vec<f64>, Vec<f64>) {
+        let (d, w) = (self.d, self.weights());
+        let mut mean = vec![0.0; d];
+        let mut m2 = vec![0.0; d];
+        for k in 0..self.k {
+            for j in 0..d {
+                let (mu, v) = (self.means[k * d + j], self.vars[k * d + j]);
+                mean[j] += w[k] * mu;
+                m2[j] += w[k] * (v + mu * mu);
+            }
+        }
+        let var = (0..d).map(|j| m2[j] - mean[j] * mean[j]).collect();
+        (mean, var)
+    }
+
     /// `n` exact samples from q_0, row-major n × D.
     pub fn sample(&self, n: usize, rng: &mut Rng) -> Vec<f64> {
         let w = self.weights();

@@ -34,45 +34,10 @@ pub fn moments(run: &SampleRun) -> (Vec<f64>, Vec<f64>) {
 
 /// Exact mean and per-coordinate variance of a mixture.
 pub fn gmm_moments(g: &GaussianMixture) -> (Vec<f64>, Vec<f64>) {
-    let d = g.means().len() / g.components();
-    let w = g.weights();
-    let mut mean = vec![0.0; d];
-    let mut m2 = vec![0.0; d];
-    for k in 0..g.components() {
-        for j in 0..d {
-            let (mu, v) = (g.means()[k * d + j], g.variances()[k * d + j]);
-            mean[j] += w[k] * mu;
-            m2[j] += w[k] * (v + mu * mu);
-        }
-    }
-    let var = (0..d).map(|j| m2[j] - mean[j] * mean[j]).collect();
-    (mean, var)
+    g.mean_and_variance()
 }
 
-/// Sliced 1-Wasserstein distance between weighted points `x` (weights `wx`, Σ = 1) and equally
-/// weighted points `y`, over `dirs` fixed random directions.
-pub fn sliced_w1(x: &[f64], wx: &[f64], y: &[f64], d: usize, dirs: usize) -> f64 {
-    let mut r = rng::seeded(12345);
-    let ny = y.len() / d;
-    let mut total = 0.0;
-    for _ in 0..dirs {
-        let mut u = vec![0.0; d];
-        rng::fill_normal(&mut r, &mut u);
-        let nrm = u.iter().map(|v| v * v).sum::<f64>().sqrt();
-        u.iter_mut().for_each(|v| *v /= nrm);
-        let proj = |p: &[f64]| p.iter().zip(&u).map(|(a, b)| a * b).sum::<f64>();
-        // Signed masses: +w for x, −1/ny for y; W1 = ∫ |cumulative mass| dt.
-        let mut pts: Vec<(f64, f64)> = x.chunks_exact(d).zip(wx).map(|(p, &w)| (proj(p), w)).collect();
-        pts.extend(y.chunks_exact(d).map(|p| (proj(p), -1.0 / ny as f64)));
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut cum = 0.0;
-        for k in 0..pts.len() - 1 {
-            cum += pts[k].1;
-            total += cum.abs() * (pts[k + 1].0 - pts[k].0);
-        }
-    }
-    total / dirs as f64
-}
+pub use wfrmix::metrics::sliced_w1;
 
 /// Exact samples of `g`.
 pub fn exact(g: &GaussianMixture, n: usize, seed: u64) -> Vec<f64> {
