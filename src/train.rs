@@ -156,7 +156,7 @@ pub struct Recipe {
 impl Recipe {
     /// Read a recipe file.
     pub fn load(path: &Path) -> Result<Self> {
-        let s = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })?;
+        let s = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), cause: source })?;
         serde_json::from_str(&s).map_err(|e| Error::param(format!("recipe {}", path.display()), "(file)", e.to_string()))
     }
 
