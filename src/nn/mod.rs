@@ -9,6 +9,7 @@
 //!   `fmnist_classifier`).
 
 
+pub mod classifier;
 pub mod mlp;
 pub mod ops;
 pub mod unet;
