@@ -255,3 +255,33 @@ fn shipped_classifier_accuracy_on_the_test_set() {
     assert!(acc >= 0.85, "{acc}");
     assert_eq!(clf.test_accuracy.map(|a| (a * 1e4).round()), Some((acc * 1e4).round()));
 }
+
+#[test]
+fn unet_recipe_trains_and_writes_a_self_describing_file() {
+    if !have_fashion_mnist() {
+        eprintln!("skipped: no Fashion-MNIST");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/unet_fmnist_a.json")).unwrap();
+    let mut recipe: wfrmix::train_unet::UnetRecipe = serde_json::from_str(&text).unwrap();
+    // Two steps of a narrower net on a small batch: the pipeline, not the quality.
+    recipe.arch.channels = vec![8, 8];
+    recipe.arch.groups = 4;
+    recipe.batch = 4;
+    recipe.steps = 2;
+    recipe.out = dir.path().join("u.safetensors");
+    let mut tr = wfrmix::train_unet::UnetTrainer::new(recipe.clone()).unwrap();
+    let l1 = tr.step().unwrap();
+    let l2 = tr.step().unwrap();
+    assert!(l1.is_finite() && l2.is_finite());
+    tr.save(&recipe.out).unwrap();
+    let f = wfrmix::tensors::TensorFile::open(&recipe.out).unwrap();
+    assert_eq!(f.metadata("kind"), Some("score_unet"));
+    assert_eq!(f.metadata("trained_on"), Some("fashion-mnist:1,8"));
+    assert_eq!(f.metadata("data_shape"), Some("[1,28,28]"));
+    assert_eq!(f.metadata("train_step"), Some("2"));
+    assert!(f.metadata("recipe").unwrap().contains("\"batch\":4"));
+    let net = load_model(&recipe.out).unwrap();
+    assert_eq!(net.data_shape(), &[1, 28, 28]);
+}
