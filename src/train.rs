@@ -377,15 +377,18 @@ impl Trainer {
         let mut eps = vec![0.0; b * d];
         rng::fill_normal(&mut self.rng, &mut eps);
         let mut input = Vec::with_capacity(b * (d + k2));
+        let mut target: Vec<f32> = Vec::with_capacity(b * d);
         let mut e = vec![0.0; k2];
         for i in 0..b {
             let t = self.recipe.draw_t(i, &mut self.rng);
             let (a, s) = (sched.alpha(t), sched.sigma2(t).sqrt());
             input.extend((0..d).map(|j| (a * x0[i * d + j] + s * eps[i * d + j]) as f32));
+            // With the input skip (ε̂ = σ_t·x_t + MLP), the candle MLP learns ε − σ_t·x_t.
+            let c = if self.cfg.skip { s } else { 0.0 };
+            target.extend((0..d).map(|j| (eps[i * d + j] - c * (a * x0[i * d + j] + s * eps[i * d + j])) as f32));
             self.cfg.embed(&self.freqs, t, &mut e);
             input.extend(e.iter().map(|&v| v as f32));
         }
-        let target: Vec<f32> = eps.iter().map(|&v| v as f32).collect();
         let (loss, grads) = (|| -> candle_core::Result<_> {
             let x = Tensor::from_vec(input, (b, d + k2), &self.device)?;
             let y = Tensor::from_vec(target, (b, d), &self.device)?;

@@ -109,7 +109,7 @@ impl UnetConfig {
 
     /// The embedding frequencies (as in [`crate::nn::MlpConfig::freqs`]).
     pub fn freqs(&self) -> Vec<f64> {
-        crate::nn::MlpConfig { width: 1, depth: 1, time_freqs: self.time_freqs, max_freq: self.max_freq }.freqs()
+        crate::nn::MlpConfig { width: 1, depth: 1, time_freqs: self.time_freqs, max_freq: self.max_freq, skip: false }.freqs()
     }
 
     fn res_specs(&self, p: &str, cin: usize, cout: usize, v: &mut Vec<(String, Vec<usize>, Init)>) {
