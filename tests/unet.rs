@@ -321,3 +321,38 @@ fn mlp_input_skip_gradient_matches_finite_differences() {
         }
     }
 }
+
+/// Class fractions (weighted) of a `mix-sample` run judged by the shipped classifier.
+fn judged_run(args: &[&str]) -> Vec<f64> {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mix-sample"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .args(["--classifier", "weights/fmnist_classifier.safetensors", "--quiet", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    r["classes"]["weighted"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+#[test]
+fn shipped_experts_judged_by_the_classifier() {
+    // 256 particles, 250 steps (the docs use 500). Binomial sd at 256 samples: 0.029 at p = 0.3, ≤ 0.02
+    // at p ≥ 0.9; bounds are about 3 sd from the documented values.
+    let names = ["mlp_fmnist_a", "mlp_fmnist_b", "fmnist_classifier"];
+    if names.iter().any(|n| !shipped(&format!("{n}.safetensors")).exists()) {
+        eprintln!("skipped: shipped experts or classifier missing");
+        return;
+    }
+    let a = judged_run(&["--models", "weights/mlp_fmnist_a.safetensors", "--compose", "anneal", "--gamma", "1", "--particles", "256", "--steps", "250"]);
+    let own_a = a[1] + a[8];
+    eprintln!("expert a: own classes {own_a:.3}");
+    assert!(own_a >= 0.87, "{a:?}");
+    let m = judged_run(&["--models", "weights/mlp_fmnist_a.safetensors", "weights/mlp_fmnist_b.safetensors", "--beta", "0.3", "--particles", "256", "--steps", "250"]);
+    let second = m[5] + m[7] + m[9];
+    eprintln!("mixture beta 0.3: second expert's classes {second:.3}");
+    assert!((second - 0.3).abs() <= 0.1, "{m:?}");
+}
