@@ -21,6 +21,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod tensors;
 pub mod train;
+pub mod train_unet;
 pub mod wfr;
 
 pub use error::{Error, Result};

@@ -33,6 +33,27 @@ use crate::tensors::TensorFile;
 pub enum DataSource {
     /// Exact samples of the Gaussian mixture in this file.
     Gmm(PathBuf),
+    /// Fashion-MNIST training images (in [−1, 1], shape [1, 28, 28]) of these classes, read from
+    /// [`crate::data::FASHION_MNIST_DIR`] (or `$FASHION_MNIST_DIR`). Written `fashion-mnist:1,8`.
+    FashionMnist(Vec<u8>),
+}
+
+/// The Fashion-MNIST directory: `$FASHION_MNIST_DIR` if set, else [`crate::data::FASHION_MNIST_DIR`].
+pub fn fashion_mnist_dir() -> PathBuf {
+    std::env::var_os("FASHION_MNIST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(crate::data::FASHION_MNIST_DIR))
+}
+
+/// Parse a class list such as `1,8` (labels 0–9, no repeats, non-empty).
+pub fn parse_classes(s: &str) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    for part in s.split(',') {
+        let c: u8 = part.trim().parse().ok().filter(|&c: &u8| c <= 9).ok_or_else(|| Error::param("classes", s, format!("`{part}` is not a Fashion-MNIST label 0–9")))?;
+        if v.contains(&c) {
+            return Err(Error::param("classes", s, format!("class {c} is repeated")));
+        }
+        v.push(c);
+    }
+    Ok(v)
 }
 
 impl FromStr for DataSource {
@@ -40,7 +61,8 @@ impl FromStr for DataSource {
     fn from_str(s: &str) -> Result<Self> {
         match s.split_once(':') {
             Some(("gmm", p)) if !p.is_empty() => Ok(DataSource::Gmm(PathBuf::from(p))),
-            _ => Err(Error::param("data", s, "expected gmm:PATH (samples from a Gaussian-mixture expert file)")),
+            Some(("fashion-mnist", c)) => Ok(DataSource::FashionMnist(parse_classes(c)?)),
+            _ => Err(Error::param("data", s, "expected gmm:PATH (samples from a Gaussian-mixture expert file) or fashion-mnist:CLASSES (e.g. fashion-mnist:1,8)")),
         }
     }
 }
@@ -49,6 +71,9 @@ impl fmt::Display for DataSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DataSource::Gmm(p) => write!(f, "gmm:{}", p.display()),
+            DataSource::FashionMnist(c) => {
+                write!(f, "fashion-mnist:{}", c.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","))
+            }
         }
     }
 }
@@ -57,6 +82,8 @@ impl fmt::Display for DataSource {
 pub enum Data {
     /// A Gaussian mixture to sample from.
     Gmm(GaussianMixture),
+    /// Images to draw from (uniformly, with replacement).
+    Images(crate::data::ImageSet),
 }
 
 impl DataSource {
@@ -64,6 +91,9 @@ impl DataSource {
     pub fn open(&self) -> Result<Data> {
         match self {
             DataSource::Gmm(p) => Ok(Data::Gmm(GaussianMixture::load(p)?)),
+            DataSource::FashionMnist(c) => {
+                Ok(Data::Images(crate::data::load_fashion_mnist(&fashion_mnist_dir(), crate::data::Split::Train, Some(c))?))
+            }
         }
     }
 }
@@ -73,6 +103,7 @@ impl Data {
     pub fn shape(&self) -> Vec<usize> {
         match self {
             Data::Gmm(g) => crate::model::ScoreModel::data_shape(g).to_vec(),
+            Data::Images(s) => vec![1, s.rows, s.cols],
         }
     }
 
@@ -80,6 +111,7 @@ impl Data {
     pub fn schedule(&self) -> Option<VpSchedule> {
         match self {
             Data::Gmm(g) => Some(crate::model::ScoreModel::schedule(g)),
+            Data::Images(_) => None,
         }
     }
 
@@ -87,6 +119,14 @@ impl Data {
     pub fn sample(&self, n: usize, rng: &mut Rng) -> Vec<f64> {
         match self {
             Data::Gmm(g) => g.sample(n, rng),
+            Data::Images(s) => {
+                let mut v = Vec::with_capacity(n * s.rows * s.cols);
+                for _ in 0..n {
+                    let i = ((rng::uniform(rng) * s.len() as f64) as usize).min(s.len() - 1);
+                    v.extend(s.image(i).iter().map(|&p| p as f64));
+                }
+                v
+            }
         }
     }
 }
@@ -337,15 +377,18 @@ impl Trainer {
         let mut eps = vec![0.0; b * d];
         rng::fill_normal(&mut self.rng, &mut eps);
         let mut input = Vec::with_capacity(b * (d + k2));
+        let mut target: Vec<f32> = Vec::with_capacity(b * d);
         let mut e = vec![0.0; k2];
         for i in 0..b {
             let t = self.recipe.draw_t(i, &mut self.rng);
             let (a, s) = (sched.alpha(t), sched.sigma2(t).sqrt());
             input.extend((0..d).map(|j| (a * x0[i * d + j] + s * eps[i * d + j]) as f32));
+            // With the input skip (ε̂ = σ_t·x_t + MLP), the candle MLP learns ε − σ_t·x_t.
+            let c = if self.cfg.skip { s } else { 0.0 };
+            target.extend((0..d).map(|j| (eps[i * d + j] - c * (a * x0[i * d + j] + s * eps[i * d + j])) as f32));
             self.cfg.embed(&self.freqs, t, &mut e);
             input.extend(e.iter().map(|&v| v as f32));
         }
-        let target: Vec<f32> = eps.iter().map(|&v| v as f32).collect();
         let (loss, grads) = (|| -> candle_core::Result<_> {
             let x = Tensor::from_vec(input, (b, d + k2), &self.device)?;
             let y = Tensor::from_vec(target, (b, d), &self.device)?;

@@ -34,7 +34,7 @@ fn random_net(d: usize, cfg: MlpConfig, seed: u64) -> ScoreMlp {
 /// The networks every architecture check runs on: a random 2-D and 5-D net and the shipped 2-D nets.
 fn nets_under_test() -> Vec<Box<dyn ScoreModel>> {
     let mut v: Vec<Box<dyn ScoreModel>> = vec![
-        Box::new(random_net(2, MlpConfig { width: 32, depth: 2, time_freqs: 8, max_freq: 100.0 }, 3)),
+        Box::new(random_net(2, MlpConfig { width: 32, depth: 2, time_freqs: 8, max_freq: 100.0, skip: false }, 3)),
         Box::new(random_net(5, MlpConfig::default(), 4)),
     ];
     for f in ["mlp2d_up.safetensors", "mlp2d_down.safetensors"] {
@@ -173,7 +173,7 @@ fn tiny_recipe(out: &Path, steps: usize) -> Recipe {
         kind: "score_mlp".into(),
         data: format!("gmm:{}", shipped("gmm2d_up.safetensors").display()),
         out: out.to_path_buf(),
-        arch: MlpConfig { width: 32, depth: 2, time_freqs: 8, max_freq: 100.0 },
+        arch: MlpConfig { width: 32, depth: 2, time_freqs: 8, max_freq: 100.0, skip: false },
         beta_min: None,
         beta_max: None,
         steps,
@@ -270,7 +270,7 @@ fn shipped_networks_compose_like_the_exact_experts() {
 // ---------- bad input ----------
 
 fn write_net(path: &Path, meta_edit: impl FnOnce(&mut HashMap<String, String>), tensor_edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) {
-    let net = random_net(2, MlpConfig { width: 16, depth: 2, time_freqs: 4, max_freq: 50.0 }, 1);
+    let net = random_net(2, MlpConfig { width: 16, depth: 2, time_freqs: 4, max_freq: 50.0, skip: false }, 1);
     let mut meta = net.metadata();
     meta_edit(&mut meta);
     let mut ts = net.to_f32();
@@ -547,7 +547,7 @@ fn candle_gradients_match_finite_differences_and_the_hand_written_vjp() {
     // inference path (h = 1e-3 on f32 weights: FD error ~1e-6, candle's f32 rounding ~1e-6 relative;
     // tolerance 1e-3·(max |g|)), and (b) its input gradient against the hand-written VJP.
     use candle_core::{Device, Tensor, Var};
-    let cfg = MlpConfig { width: 16, depth: 2, time_freqs: 4, max_freq: 50.0 };
+    let cfg = MlpConfig { width: 16, depth: 2, time_freqs: 4, max_freq: 50.0, skip: false };
     let net = random_net(2, cfg, 8);
     let (n, t) = (32, 0.3);
     let x = points(2, n, 9);

@@ -108,6 +108,10 @@ struct Args {
     /// JSON report: settings, per-step ESS / resampling / ancestors, log Z, timing.
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
+    /// Fashion-MNIST classifier file (kind fmnist_classifier): adds the weighted class fractions of the
+    /// samples to the report and the summary, and class labels under the grid images.
+    #[arg(long, value_name = "FILE.safetensors")]
+    classifier: Option<PathBuf>,
     /// No progress bar or summary.
     #[arg(long)]
     quiet: bool,
@@ -153,6 +157,10 @@ fn run(args: Args) -> Result<()> {
         gamma: args.gamma,
     };
     let composition = spec.build()?;
+    let classifier = args.classifier.as_deref().map(wfrmix::nn::classifier::Classifier::load).transpose()?;
+    if classifier.is_some() {
+        anyhow::ensure!(refs[0].data_shape() == [1, 28, 28], "--classifier needs 1x28x28 image models, not data shape {:?}", refs[0].data_shape());
+    }
     let grid = parse_grid(&args.grid_size)?;
     let window = args.resample_window.as_deref().map(parse_window).transpose()?;
     let config = SamplerConfig {
@@ -198,8 +206,35 @@ fn run(args: Args) -> Result<()> {
         meta.insert("seed".to_string(), args.seed.to_string());
         output::save_samples(p, &run, &meta)?;
     }
+    // Class fractions by the classifier: weighted by the final normalised weights, and unweighted.
+    let classes = match &classifier {
+        Some(c) => {
+            let labels = c.predict(&run.samples)?;
+            let mx = run.log_weights.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let mut w: Vec<f64> = run.log_weights.iter().map(|l| (l - mx).exp()).collect();
+            let tot: f64 = w.iter().sum();
+            w.iter_mut().for_each(|v| *v /= tot);
+            let weighted = wfrmix::nn::classifier::class_fractions(&labels, Some(&w));
+            let plain = wfrmix::nn::classifier::class_fractions(&labels, None);
+            let named = |f: &[f64]| -> serde_json::Map<String, serde_json::Value> {
+                f.iter().enumerate().map(|(i, v)| (format!("{i}:{}", wfrmix::data::FASHION_CLASSES[i]), json!(v))).collect()
+            };
+            Some(json!({
+                "classifier": args.classifier.as_ref().map(|p| p.display().to_string()),
+                "classifier_test_accuracy": c.test_accuracy,
+                "weighted_fractions": named(&weighted),
+                "unweighted_fractions": named(&plain),
+                "weighted": weighted,
+            }))
+        }
+        None => None,
+    };
     if let Some(p) = &args.report {
-        output::save_report(p, settings, &run)?;
+        let mut rep = output::report(settings, &run);
+        if let Some(c) = &classes {
+            rep["classes"] = c.clone();
+        }
+        io::write_json(p, &rep)?;
     }
     if let Some(p) = &args.out {
         let names: Vec<String> = args
@@ -208,7 +243,16 @@ fn run(args: Args) -> Result<()> {
             .map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default())
             .collect();
         let title = format!("{:?} of {} ({} particles, seed {})", args.compose, names.join(" + "), args.particles, args.seed).to_lowercase();
-        output::save_picture(p, &run, &title, grid, None, &mut rng::seeded(args.seed ^ 0x5eed))?;
+        let mut prng = rng::seeded(args.seed ^ 0x5eed);
+        match &classifier {
+            Some(c) if run.shape.len() == 3 => {
+                let m = (grid.0 * grid.1).min(run.len());
+                let imgs = run.resampled(m, &mut prng);
+                let labels: Vec<String> = c.predict(&imgs)?.iter().map(|&l| wfrmix::data::FASHION_CLASSES[l as usize].to_string()).collect();
+                output::save_image_grid(p, &imgs, &run.shape, grid.0, grid.1, 3, &title, Some(&labels))?;
+            }
+            _ => output::save_picture(p, &run, &title, grid, None, &mut prng)?,
+        }
     }
     if !args.quiet {
         println!(
@@ -222,6 +266,10 @@ fn run(args: Args) -> Result<()> {
             100.0 * run.final_ess / n,
             run.resamples
         );
+        if let Some(c) = &classes {
+            let f: Vec<String> = c["weighted"].as_array().into_iter().flatten().enumerate().filter_map(|(i, v)| v.as_f64().filter(|&v| v > 0.0).map(|v| format!("{i} {} {v:.3}", wfrmix::data::FASHION_CLASSES[i]))).collect();
+            println!("class fractions (weighted): {}", f.join(", "));
+        }
     }
     Ok(())
 }

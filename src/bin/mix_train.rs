@@ -48,7 +48,41 @@ struct Args {
     quiet: bool,
 }
 
+/// The recipe's `kind` (default `score_mlp`).
+fn recipe_kind(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("recipe {}", path.display()))?;
+    Ok(v.get("kind").and_then(|k| k.as_str()).unwrap_or(wfrmix::nn::mlp::KIND).to_string())
+}
+
+/// Train the Fashion-MNIST classifier (recipe kind `fmnist_classifier`).
+fn run_classifier(args: &Args) -> Result<()> {
+    let text = std::fs::read_to_string(&args.recipe)?;
+    let mut recipe: wfrmix::nn::classifier::ClassifierRecipe = serde_json::from_str(&text).with_context(|| format!("recipe {}", args.recipe.display()))?;
+    if let Some(o) = &args.out {
+        recipe.out = o.clone();
+    }
+    io::check_writable(&recipe.out)?;
+    let start = Instant::now();
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()) };
+    let acc = wfrmix::nn::classifier::train_classifier(&recipe, &wfrmix::train::fashion_mnist_dir(), |k, loss| {
+        if k % 20 == 0 {
+            bar.set_message(format!("step {k}  loss {loss:.4}"));
+        }
+    })?;
+    bar.finish_and_clear();
+    if !args.quiet {
+        println!("trained in {:.1} s; test accuracy {:.4}; wrote {}", start.elapsed().as_secs_f64(), acc, recipe.out.display());
+    }
+    Ok(())
+}
+
 fn run(args: Args) -> Result<()> {
+    match recipe_kind(&args.recipe)?.as_str() {
+        wfrmix::nn::classifier::KIND => return run_classifier(&args),
+        wfrmix::nn::unet::KIND => return Ok(wfrmix::train_unet::run_cli(&args.recipe, args.out.clone(), args.steps, args.quiet)?),
+        _ => {}
+    }
     let mut recipe = Recipe::load(&args.recipe)?;
     if let Some(o) = args.out {
         recipe.out = o;

@@ -105,17 +105,18 @@ pub fn check_compatible(models: &[&dyn ScoreModel]) -> Result<()> {
 }
 
 /// Open a model file. The safetensors header metadata key `kind` says what it holds:
-/// `gaussian_mixture` (an exact expert, see [`GaussianMixture`]) or `score_mlp` (a neural score network,
-/// see [`crate::nn::ScoreMlp`]).
+/// `gaussian_mixture` (an exact expert, see [`GaussianMixture`]), `score_mlp` (a neural score network,
+/// see [`crate::nn::ScoreMlp`]) or `score_unet` (an image U-Net, see [`crate::nn::ScoreUnet`]).
 pub fn load_model(path: &Path) -> Result<Box<dyn ScoreModel>> {
     let file = crate::tensors::TensorFile::open(path)?;
     match file.metadata("kind") {
         Some("gaussian_mixture") => Ok(Box::new(GaussianMixture::from_file(&file)?)),
         Some(crate::nn::mlp::KIND) => Ok(Box::new(crate::nn::ScoreMlp::from_file(&file)?)),
+        Some(crate::nn::unet::KIND) => Ok(Box::new(crate::nn::ScoreUnet::from_file(&file)?)),
         Some(other) => Err(Error::Metadata {
             path: path.to_path_buf(),
             key: "kind".into(),
-            reason: format!("unknown model kind `{other}` (known: gaussian_mixture, score_mlp)"),
+            reason: format!("unknown model kind `{other}` (known: gaussian_mixture, score_mlp, score_unet)"),
         }),
         None => Err(Error::Metadata {
             path: path.to_path_buf(),

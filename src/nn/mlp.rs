@@ -7,7 +7,7 @@
 //! e(t)  = [sin(ω_1 t) … sin(ω_K t), cos(ω_1 t) … cos(ω_K t)],  ω_k geometric from 1 to max_freq
 //! h_0   = [x, e(t)]                                   (x flattened to d values)
 //! h_l   = silu(W_l h_{l−1} + b_l),  l = 1 … depth    (width units; W_1 is [width, d + 2K])
-//! ε̂     = W_out h_depth + b_out                       (W_out is [d, width])
+//! ε̂     = W_out h_depth + b_out  (+ σ_t·x with `skip`) (W_out is [d, width])
 //! s     = −ε̂ / σ_t                                    (noise prediction, DESIGN.md §1)
 //! ```
 //!
@@ -56,11 +56,20 @@ pub struct MlpConfig {
     pub time_freqs: usize,
     /// Highest embedding frequency (the lowest is 1); t ∈ [0, 1].
     pub max_freq: f64,
+    /// Input skip: ε̂ = σ_t·x + MLP(x, t) (σ_t·x is the optimal noise prediction for N(0, I) data),
+    /// so that the network need not reproduce x through its hidden layers at high noise, where score
+    /// errors are amplified most. Optional in `arch` (default false; not written when false).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub skip: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for MlpConfig {
     fn default() -> Self {
-        MlpConfig { width: 64, depth: 3, time_freqs: 16, max_freq: 200.0 }
+        MlpConfig { width: 64, depth: 3, time_freqs: 16, max_freq: 200.0, skip: false }
     }
 }
 
@@ -398,6 +407,10 @@ impl ScoreMlp {
             z = nz;
         }
         out.copy_from_slice(&z);
+        if self.cfg.skip {
+            let sig = self.info.schedule.sigma2(t).sqrt();
+            out.iter_mut().zip(x).for_each(|(o, &xi)| *o += sig * xi);
+        }
     }
 
     /// The network's noise prediction ε̂(x, t) for a batch.
@@ -454,6 +467,10 @@ impl ScoreMlp {
                 // Only the x columns of layer 0 (the embedding columns do not depend on x).
                 matmul(n, d, w, &gz, w, &layer.w, layer.inp, 1, out);
             }
+        }
+        if self.cfg.skip {
+            // ∂(v·σx)/∂x = σv, times −1/σ.
+            out.iter_mut().zip(v).for_each(|(o, &vi)| *o -= vi);
         }
     }
 
@@ -535,7 +552,8 @@ impl CandleMlp {
         &self.vars
     }
 
-    /// ε̂ for inputs [B, d + 2K] = [x, e(t)] (built on the host, see [`MlpConfig::embed`]).
+    /// ε̂ for inputs [B, d + 2K] = [x, e(t)] (built on the host, see [`MlpConfig::embed`]), without the
+    /// `skip` term σ_t·x (the trainer subtracts it from the target instead).
     pub fn forward(&self, input: &Tensor) -> candle_core::Result<Tensor> {
         let mut h = input.clone();
         for l in 0..=self.cfg.depth {

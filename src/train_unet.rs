@@ -1,0 +1,239 @@
+//! Training the U-Net ([`crate::nn::ScoreUnet`], recipe kind `score_unet`) by denoising score
+//! matching: the same loss, time sampling, AdamW update and learning-rate schedule as
+//! [`crate::train`] (whose `Trainer` is specific to the MLP), over the candle U-Net graph.
+//! Every random number comes from the recipe's seeded ChaCha8 stream. The trained network (and, with
+//! `checkpoint_every`, a checkpoint holding the weights; resuming is not implemented for the U-Net) is
+//! written with the recipe in its metadata.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::nn::mlp::backend;
+use crate::nn::{NetInfo, ScoreUnet, UnetConfig, UnetGraph};
+use crate::rng::{self, Rng};
+use crate::schedule::VpSchedule;
+use crate::train::{Data, DataSource};
+
+/// A U-Net training recipe (`models/unet_*.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnetRecipe {
+    /// Must be `score_unet`.
+    pub kind: String,
+    /// Data source, e.g. `fashion-mnist:1,8`.
+    pub data: String,
+    pub out: PathBuf,
+    pub arch: UnetConfig,
+    #[serde(default)]
+    pub beta_min: Option<f64>,
+    #[serde(default)]
+    pub beta_max: Option<f64>,
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    #[serde(default)]
+    pub lr_final: Option<f64>,
+    #[serde(default)]
+    pub warmup: usize,
+    pub weight_decay: f64,
+    pub t_min: f64,
+    #[serde(default)]
+    pub t_log_fraction: f64,
+    pub seed: u64,
+    #[serde(default)]
+    pub checkpoint_every: usize,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl UnetRecipe {
+    /// As [`crate::train::Recipe::lr_at`].
+    pub fn lr_at(&self, k: usize) -> f64 {
+        if k < self.warmup {
+            return self.lr * (k + 1) as f64 / self.warmup as f64;
+        }
+        let end = self.lr_final.unwrap_or(self.lr);
+        let span = self.steps.saturating_sub(self.warmup).max(1) as f64;
+        let p = ((k - self.warmup) as f64 / span).min(1.0);
+        end + 0.5 * (self.lr - end) * (1.0 + (std::f64::consts::PI * p).cos())
+    }
+
+    fn draw_t(&self, i: usize, rng: &mut Rng) -> f64 {
+        let u = rng::uniform(rng);
+        if (i as f64) < (self.t_log_fraction * self.batch as f64).floor() {
+            (self.t_min.ln() * (1.0 - u)).exp()
+        } else {
+            self.t_min + (1.0 - self.t_min) * u
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.kind != crate::nn::unet::KIND {
+            return Err(Error::param("kind", &self.kind, format!("expected `{}`", crate::nn::unet::KIND)));
+        }
+        if self.batch == 0 || !(self.lr > 0.0 && self.lr.is_finite()) || !(self.t_min > 0.0 && self.t_min < 1.0) || !(0.0..=1.0).contains(&self.t_log_fraction) {
+            return Err(Error::param("recipe", "batch/lr/t_min/t_log_fraction", "batch ≥ 1, lr > 0, t_min in (0, 1), t_log_fraction in [0, 1]"));
+        }
+        Ok(())
+    }
+}
+
+/// A U-Net training run.
+pub struct UnetTrainer {
+    pub recipe: UnetRecipe,
+    data: Data,
+    net: ScoreUnet,
+    vars: Vec<Var>,
+    names: Vec<String>,
+    shapes: Vec<Vec<usize>>,
+    params: Vec<Vec<f32>>,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    step: usize,
+    rng: Rng,
+    device: Device,
+}
+
+impl UnetTrainer {
+    /// A fresh run.
+    pub fn new(recipe: UnetRecipe) -> Result<Self> {
+        recipe.check()?;
+        let source: DataSource = recipe.data.parse()?;
+        let data = source.open()?;
+        let from_data = data.schedule().unwrap_or_default();
+        let schedule = VpSchedule::new(recipe.beta_min.unwrap_or(from_data.beta_min), recipe.beta_max.unwrap_or(from_data.beta_max))?;
+        let info = NetInfo {
+            data_shape: data.shape(),
+            schedule,
+            trained_on: source.to_string(),
+            recipe: Some(serde_json::to_string(&recipe).expect("plain struct")),
+            name: recipe.name.clone().unwrap_or_else(|| recipe.out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+        };
+        let mut rng = rng::seeded(recipe.seed);
+        let net = ScoreUnet::init(recipe.arch.clone(), info, &mut rng)?;
+        let device = Device::Cpu;
+        let all = net.to_f32();
+        let vars = all
+            .iter()
+            .map(|(_, s, v)| Var::from_tensor(&Tensor::from_slice(v, s.as_slice(), &device)?))
+            .collect::<candle_core::Result<Vec<_>>>()
+            .map_err(backend("creating the U-Net variables"))?;
+        let names = all.iter().map(|(n, _, _)| n.clone()).collect();
+        let shapes = all.iter().map(|(_, s, _)| s.clone()).collect();
+        let params: Vec<Vec<f32>> = all.into_iter().map(|(_, _, v)| v).collect();
+        let m = params.iter().map(|p| vec![0.0; p.len()]).collect();
+        let v = params.iter().map(|p| vec![0.0; p.len()]).collect();
+        Ok(UnetTrainer { recipe, data, net, vars, names, shapes, params, m, v, step: 0, rng, device })
+    }
+
+    /// Steps done.
+    pub fn steps_done(&self) -> usize {
+        self.step
+    }
+
+    /// One AdamW step on a fresh batch; returns the batch's DSM loss.
+    pub fn step(&mut self) -> Result<f64> {
+        let b = self.recipe.batch;
+        let shape = self.net.info().data_shape.clone();
+        let d: usize = shape.iter().product();
+        let sched = self.net.info().schedule;
+        let x0 = self.data.sample(b, &mut self.rng);
+        let mut eps = vec![0.0; b * d];
+        rng::fill_normal(&mut self.rng, &mut eps);
+        let mut xt = Vec::with_capacity(b * d);
+        let mut emb = Vec::new();
+        for i in 0..b {
+            let t = self.recipe.draw_t(i, &mut self.rng);
+            let (a, s) = (sched.alpha(t), sched.sigma2(t).sqrt());
+            xt.extend((0..d).map(|j| (a * x0[i * d + j] + s * eps[i * d + j]) as f32));
+            emb.extend(self.net.embed(t).iter().map(|&v| v as f32));
+        }
+        let k2 = emb.len() / b;
+        let target: Vec<f32> = eps.iter().map(|&v| v as f32).collect();
+        let (loss, grads) = (|| -> candle_core::Result<_> {
+            let x = Tensor::from_vec(xt, (b, shape[0], shape[1], shape[2]), &self.device)?;
+            let e = Tensor::from_vec(emb, (b, k2), &self.device)?;
+            let y = Tensor::from_vec(target, (b, shape[0], shape[1], shape[2]), &self.device)?;
+            let map: HashMap<String, Tensor> = self.names.iter().cloned().zip(self.vars.iter().map(|v| v.as_tensor().clone())).collect();
+            let g = UnetGraph { cfg: self.net.config(), params: &map };
+            let loss = (g.forward(&x, &e)? - y)?.sqr()?.mean_all()?;
+            let grads = loss.backward()?;
+            let mut gs = Vec::with_capacity(self.vars.len());
+            for var in &self.vars {
+                let g = grads.get(var).ok_or_else(|| candle_core::Error::Msg("no gradient recorded for a parameter".into()))?;
+                gs.push(g.flatten_all()?.to_vec1::<f32>()?);
+            }
+            Ok((loss.to_scalar::<f32>()? as f64, gs))
+        })()
+        .map_err(backend("computing the U-Net DSM loss and its gradient"))?;
+        let lr = self.recipe.lr_at(self.step);
+        let t = (self.step + 1) as i32;
+        let (c1, c2) = (1.0 / (1.0 - 0.9f64.powi(t)), 1.0 / (1.0 - 0.999f64.powi(t)));
+        let decay = 1.0 - lr * self.recipe.weight_decay;
+        for (i, g) in grads.iter().enumerate() {
+            let (p, m, v) = (&mut self.params[i], &mut self.m[i], &mut self.v[i]);
+            for j in 0..g.len() {
+                let gj = g[j] as f64;
+                let mj = 0.9 * m[j] as f64 + 0.1 * gj;
+                let vj = 0.999 * v[j] as f64 + 0.001 * gj * gj;
+                m[j] = mj as f32;
+                v[j] = vj as f32;
+                p[j] = (p[j] as f64 * decay - lr * (mj * c1) / ((vj * c2).sqrt() + 1e-8)) as f32;
+            }
+            let tensor = Tensor::from_slice(p, self.shapes[i].as_slice(), &self.device).map_err(backend("updating a parameter"))?;
+            self.vars[i].set(&tensor).map_err(backend("updating a parameter"))?;
+        }
+        self.step += 1;
+        Ok(loss)
+    }
+
+    /// The network as it is now.
+    pub fn network(&self) -> Result<ScoreUnet> {
+        ScoreUnet::from_f32(self.recipe.arch.clone(), self.net.info().clone(), self.params.clone())
+    }
+
+    /// Write the network with `train_step` in its metadata.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut meta = HashMap::new();
+        meta.insert("train_step".to_string(), self.step.to_string());
+        self.network()?.save_with(path, &meta, &[])
+    }
+}
+
+/// What `mix-train` runs for a `score_unet` recipe.
+pub fn run_cli(recipe_path: &Path, out: Option<PathBuf>, steps: Option<usize>, quiet: bool) -> Result<()> {
+    let text = std::fs::read_to_string(recipe_path).map_err(|cause| Error::Read { path: recipe_path.into(), cause })?;
+    let mut recipe: UnetRecipe = serde_json::from_str(&text).map_err(|e| Error::param(format!("recipe {}", recipe_path.display()), "(file)", e.to_string()))?;
+    if let Some(o) = out {
+        recipe.out = o;
+    }
+    if let Some(s) = steps {
+        recipe.steps = s;
+    }
+    crate::io::check_writable(&recipe.out)?;
+    let ckpt = recipe.out.with_extension("ckpt.safetensors");
+    let mut tr = UnetTrainer::new(recipe.clone())?;
+    let start = Instant::now();
+    let mut ema: Option<f64> = None;
+    while tr.steps_done() < recipe.steps {
+        let loss = tr.step()?;
+        ema = Some(ema.map_or(loss, |e| 0.99 * e + 0.01 * loss));
+        let k = tr.steps_done();
+        if !quiet && k % 50 == 0 {
+            eprintln!("step {k}/{}  loss (EMA) {:.4}  {:.2} s/step", recipe.steps, ema.unwrap_or(f64::NAN), start.elapsed().as_secs_f64() / k as f64);
+        }
+        if recipe.checkpoint_every > 0 && k % recipe.checkpoint_every == 0 && k < recipe.steps {
+            tr.save(&ckpt)?;
+        }
+    }
+    tr.save(&recipe.out)?;
+    if !quiet {
+        println!("{} steps in {:.1} s; final loss (EMA) {:.4}; wrote {}", recipe.steps, start.elapsed().as_secs_f64(), ema.unwrap_or(f64::NAN), recipe.out.display());
+    }
+    Ok(())
+}
