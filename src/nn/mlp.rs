@@ -144,6 +144,17 @@ pub struct NetInfo {
     pub name: String,
 }
 
+impl NetInfo {
+    /// σ_t of the network's schedule, the divisor of its score −ε̂/σ_t (an error for t ≤ 0).
+    pub fn sigma(&self, t: f64) -> Result<f64> {
+        let s = self.schedule.sigma2(t).sqrt();
+        if !(t.is_finite() && s > 0.0) {
+            return Err(Error::param("t", t, "a noise-prediction network's score −ε̂/σ_t needs t > 0"));
+        }
+        Ok(s)
+    }
+}
+
 struct Dense {
     out: usize,
     inp: usize,
@@ -473,14 +484,6 @@ impl ScoreMlp {
             out.iter_mut().zip(v).for_each(|(o, &vi)| *o -= vi);
         }
     }
-
-    fn sigma(&self, t: f64) -> Result<f64> {
-        let s = self.info.schedule.sigma2(t).sqrt();
-        if !(t.is_finite() && s > 0.0) {
-            return Err(Error::param("t", t, "a noise-prediction network's score −ε̂/σ_t needs t > 0"));
-        }
-        Ok(s)
-    }
 }
 
 impl ScoreModel for ScoreMlp {
@@ -498,7 +501,7 @@ impl ScoreModel for ScoreMlp {
 
     fn score(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
         self.check_batch(x, out.len())?;
-        let inv = -1.0 / self.sigma(t)?;
+        let inv = -1.0 / self.info.sigma(t)?;
         self.in_blocks(x, None, out, |xb, _, ob| self.forward(xb, t, ob, None));
         out.iter_mut().for_each(|v| *v *= inv);
         Ok(())
@@ -512,7 +515,7 @@ impl ScoreModel for ScoreMlp {
     fn vjp(&self, x: &[f64], t: f64, v: &[f64], out: &mut [f64]) -> Result<()> {
         self.check_batch(x, out.len())?;
         self.check_batch(v, out.len())?;
-        let inv = -1.0 / self.sigma(t)?;
+        let inv = -1.0 / self.info.sigma(t)?;
         self.in_blocks(x, Some(v), out, |xb, vb, ob| self.vjp_rows(xb, t, inv, vb.expect("v given"), ob));
         Ok(())
     }

@@ -464,14 +464,6 @@ impl ScoreUnet {
         out.iter_mut().zip(y).for_each(|(o, v)| *o = v as f64);
         Ok(())
     }
-
-    fn sigma(&self, t: f64) -> Result<f64> {
-        let s = self.info.schedule.sigma2(t).sqrt();
-        if !(t.is_finite() && s > 0.0) {
-            return Err(Error::param("t", t, "a noise-prediction network's score −ε̂/σ_t needs t > 0"));
-        }
-        Ok(s)
-    }
 }
 
 impl ScoreModel for ScoreUnet {
@@ -488,7 +480,7 @@ impl ScoreModel for ScoreUnet {
     }
 
     fn score(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
-        let inv = -1.0 / self.sigma(t)?;
+        let inv = -1.0 / self.info.sigma(t)?;
         self.predict_noise(x, t, out)?;
         out.iter_mut().for_each(|v| *v *= inv);
         Ok(())
@@ -505,7 +497,7 @@ impl ScoreModel for ScoreUnet {
         if n == 0 {
             return Ok(());
         }
-        let inv = -1.0 / self.sigma(t)?;
+        let inv = -1.0 / self.info.sigma(t)?;
         let g = (|| -> candle_core::Result<Vec<f32>> {
             let (xt, et) = self.inputs(x, t, n)?;
             let xv = candle_core::Var::from_tensor(&xt)?;
