@@ -145,6 +145,24 @@ pub struct NetInfo {
 }
 
 impl NetInfo {
+    /// Header metadata of a network file of `kind` with architecture JSON `arch`: the keys every
+    /// noise-prediction network shares (data shape, schedule, parameterisation, provenance).
+    pub fn metadata(&self, kind: &str, arch: String) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        m.insert("kind".into(), kind.into());
+        m.insert("arch".into(), arch);
+        m.insert("data_shape".into(), serde_json::to_string(&self.data_shape).expect("plain vec"));
+        m.insert("beta_min".into(), self.schedule.beta_min.to_string());
+        m.insert("beta_max".into(), self.schedule.beta_max.to_string());
+        m.insert("parameterization".into(), PARAMETERIZATION.into());
+        m.insert("trained_on".into(), self.trained_on.clone());
+        m.insert("name".into(), self.name.clone());
+        if let Some(r) = &self.recipe {
+            m.insert("recipe".into(), r.clone());
+        }
+        m
+    }
+
     /// σ_t of the network's schedule, the divisor of its score −ε̂/σ_t (an error for t ≤ 0).
     pub fn sigma(&self, t: f64) -> Result<f64> {
         let s = self.schedule.sigma2(t).sqrt();
@@ -347,19 +365,7 @@ impl ScoreMlp {
 
     /// The header metadata this network is written with.
     pub fn metadata(&self) -> HashMap<String, String> {
-        let mut m = HashMap::new();
-        m.insert("kind".into(), KIND.into());
-        m.insert("arch".into(), serde_json::to_string(&self.cfg).expect("plain struct"));
-        m.insert("data_shape".into(), serde_json::to_string(&self.info.data_shape).expect("plain vec"));
-        m.insert("beta_min".into(), self.info.schedule.beta_min.to_string());
-        m.insert("beta_max".into(), self.info.schedule.beta_max.to_string());
-        m.insert("parameterization".into(), PARAMETERIZATION.into());
-        m.insert("trained_on".into(), self.info.trained_on.clone());
-        m.insert("name".into(), self.info.name.clone());
-        if let Some(r) = &self.info.recipe {
-            m.insert("recipe".into(), r.clone());
-        }
-        m
+        self.info.metadata(KIND, serde_json::to_string(&self.cfg).expect("plain struct"))
     }
 
     /// Write the network (F32), atomically, with `extra` metadata and extra tensors (checkpoint state).

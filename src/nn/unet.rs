@@ -398,19 +398,7 @@ impl ScoreUnet {
 
     /// The header metadata this network is written with.
     pub fn metadata(&self) -> HashMap<String, String> {
-        let mut m = HashMap::new();
-        m.insert("kind".into(), KIND.into());
-        m.insert("arch".into(), serde_json::to_string(&self.cfg).expect("plain struct"));
-        m.insert("data_shape".into(), serde_json::to_string(&self.info.data_shape).expect("plain vec"));
-        m.insert("beta_min".into(), self.info.schedule.beta_min.to_string());
-        m.insert("beta_max".into(), self.info.schedule.beta_max.to_string());
-        m.insert("parameterization".into(), PARAMETERIZATION.into());
-        m.insert("trained_on".into(), self.info.trained_on.clone());
-        m.insert("name".into(), self.info.name.clone());
-        if let Some(r) = &self.info.recipe {
-            m.insert("recipe".into(), r.clone());
-        }
-        m
+        self.info.metadata(KIND, serde_json::to_string(&self.cfg).expect("plain struct"))
     }
 
     /// Write the network (F32), atomically, with extra metadata and tensors (checkpoint state).
