@@ -39,6 +39,7 @@ pub fn report(settings: Value, run: &SampleRun) -> Value {
             "final_ess": run.final_ess,
             "final_ess_fraction": run.final_ess / n,
             "resamples": run.resamples,
+            "lineages": run.lineages,
             "min_ess_fraction": run.steps.iter().map(|s| s.ess / n).fold(1.0, f64::min),
         },
         "timing": {

@@ -141,6 +141,9 @@ pub struct SampleRun {
     pub final_ess: f64,
     /// Number of resampling events.
     pub resamples: usize,
+    /// Surviving lineages: how many of the N initial particles have a descendant among the final
+    /// particles (N when never resampled; 1 means every particle descends from one ancestor).
+    pub lineages: usize,
     /// Per-particle score evaluations (a VJP counts as one; finite differences as two per probe).
     pub score_evals: u64,
     /// Wall time of the run in seconds.
@@ -311,6 +314,8 @@ impl<'a> Sampler<'a> {
         let mut z = vec![0.0; n * d];
         let mut inc = vec![0.0; n];
         let mut infos = Vec::with_capacity(cfg.steps);
+        // Index of the initial particle each current particle descends from.
+        let mut origin: Vec<usize> = (0..n).collect();
         let mut evals: u64 = 0;
         let div_cost: usize = if needs_div { self.models.iter().map(|m| cfg.divergence.cost(*m)).sum() } else { 0 };
         let chunk = n.div_ceil(4 * rayon::current_num_threads()).max(16);
@@ -422,6 +427,7 @@ impl<'a> Sampler<'a> {
 
             let ws = weights.step(&inc, &cfg.resample, s, &mut rng);
             if let Some(idx) = &ws.ancestors {
+                origin = idx.iter().map(|&a| origin[a]).collect();
                 x = gather_rows(&x, d, idx);
                 ell = gather_rows(&ell, k, idx);
                 drift = gather_rows(&drift, d, idx);
@@ -491,6 +497,7 @@ impl<'a> Sampler<'a> {
             samples: x,
             log_weights: weights.log_weights().iter().map(|a| a - lse).collect(),
             resamples: infos.iter().filter(|i| i.resampled).count(),
+            lineages: crate::particles::unique_count(&origin),
             log_densities: if tracks { ell } else { Vec::new() },
             steps: infos,
             log_z: comp.log_z_prior(d) + weights.log_z(),

@@ -145,6 +145,24 @@ fn product_in_6d_matches_the_closed_form_product() {
 }
 
 #[test]
+fn surviving_lineages_count_the_initial_particles_with_descendants() {
+    // An exact mixture carries no weights, so nothing is resampled and all N lineages survive.
+    let (up, down) = up_down();
+    let r = run(&[&up, &down], Composition::mixture(&[0.5, 0.5], MixtureMethod::State).unwrap(), cfg(300, 50, 3));
+    assert_eq!((r.resamples, r.lineages), (0, 300));
+    // A product resampled at every step: each resampling keeps at most `unique_ancestors` lineages and
+    // later ones cannot bring any back, so the survivors are at most the smallest of those counts.
+    let (a, b) = shared_mode_experts();
+    let mut c = cfg(300, 50, 4);
+    c.resample = wfrmix::ResamplePolicy::new(wfrmix::Resampler::Multinomial, 1.0, None).unwrap();
+    let r = run(&[&a, &b], Composition::product(2).unwrap(), c);
+    let min_unique = r.steps.iter().map(|s| s.unique_ancestors).min().unwrap();
+    eprintln!("product, resampled every step: {} lineages, min unique ancestors {min_unique}", r.lineages);
+    assert_eq!(r.resamples, 50);
+    assert!(r.lineages >= 1 && r.lineages <= min_unique && min_unique < 300, "{} lineages, min unique {min_unique}", r.lineages);
+}
+
+#[test]
 fn product_log_z_in_1d_is_unbiased() {
     // MATH-NOTES §4.3's pair q1 = N(−0.5, 0.6²), q2 = N(0.7, 0.8²): log ∫q1 q2 = −1.639. Pure FK
     // weights (no corrector). Run-to-run sd at N = 20 000 measured 0.09 (10 seeds); the mean of 3

@@ -210,10 +210,7 @@ fn run(args: Args) -> Result<()> {
     let classes = match &classifier {
         Some(c) => {
             let labels = c.predict(&run.samples)?;
-            let mx = run.log_weights.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let mut w: Vec<f64> = run.log_weights.iter().map(|l| (l - mx).exp()).collect();
-            let tot: f64 = w.iter().sum();
-            w.iter_mut().for_each(|v| *v /= tot);
+            let w = run.weights();
             let weighted = wfrmix::nn::classifier::class_fractions(&labels, Some(&w));
             let plain = wfrmix::nn::classifier::class_fractions(&labels, None);
             let named = |f: &[f64]| -> serde_json::Map<String, serde_json::Value> {
@@ -256,7 +253,7 @@ fn run(args: Args) -> Result<()> {
     }
     if !args.quiet {
         println!(
-            "{} particles x {} steps in {:.2} s ({:.3e} particle-steps/s); log Z = {:.4}; final ESS = {:.0} ({:.0}%); {} resamplings",
+            "{} particles x {} steps in {:.2} s ({:.3e} particle-steps/s); log Z = {:.4}; final ESS = {:.0} ({:.0}%); {} resamplings; {} surviving lineages",
             run.len(),
             run.steps.len(),
             run.wall_seconds,
@@ -264,7 +261,8 @@ fn run(args: Args) -> Result<()> {
             run.log_z,
             run.final_ess,
             100.0 * run.final_ess / n,
-            run.resamples
+            run.resamples,
+            run.lineages
         );
         if let Some(c) = &classes {
             let f: Vec<String> = c["weighted"].as_array().into_iter().flatten().enumerate().filter_map(|(i, v)| v.as_f64().filter(|&v| v > 0.0).map(|v| format!("{i} {} {v:.3}", wfrmix::data::FASHION_CLASSES[i]))).collect();
