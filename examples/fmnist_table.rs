@@ -3,7 +3,8 @@
 //! mixture of a {1, 8} and b {5, 7, 9} at several β by `state`, `fr` and `naive`, and of the product and
 //! geometric mixture of the overlapping experts c {1, 3, 8} and d {3, 8, 9}.
 //!
-//! cargo run --release --example fmnist_table -- [PARTICLES=256] [STEPS=500] [SEED=0] > table.md
+//! cargo run --release --example fmnist_table -- [PARTICLES=256] [STEPS=500] [SEED=0] [ROWS] > table.md
+//! (ROWS: run only the rows whose label contains this text, e.g. `product`; $CLASSIFIER: another judge)
 
 use std::path::Path;
 
@@ -26,7 +27,8 @@ fn spec(kind: ComposeKind, method: MixtureMethod, n_models: usize, beta: Option<
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let arg = |i: usize, def: u64| std::env::args().nth(i).map_or(Ok(def), |s| s.parse::<u64>());
     let (particles, steps, seed) = (arg(1, 256)? as usize, arg(2, 500)? as usize, arg(3, 0)?);
-    let classifier = Classifier::load(Path::new("weights/fmnist_classifier.safetensors"))?;
+    let judge = std::env::var("CLASSIFIER").unwrap_or_else(|_| "weights/fmnist_classifier.safetensors".into());
+    let classifier = Classifier::load(Path::new(&judge))?;
     let file = |n: &str| format!("weights/mlp_fmnist_{n}.safetensors");
 
     let mut rows = Vec::new();
@@ -46,10 +48,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rows.push(Row { label: "product c×d".into(), models: vec!["c", "d"], spec: spec(ComposeKind::Product, MixtureMethod::State, 2, None, 1.0), target: vec![3, 8] });
     rows.push(Row { label: "geometric c,d β = 0.5".into(), models: vec!["c", "d"], spec: spec(ComposeKind::Geometric, MixtureMethod::State, 2, Some(0.5), 1.0), target: vec![3, 8] });
 
+    // The classifier's verdict on real test images of each expert's classes: the most a perfect expert
+    // could score on the "own classes" criterion with this judge.
+    let test = wfrmix::data::load_fashion_mnist(&wfrmix::train::fashion_mnist_dir(), wfrmix::data::Split::Test, None)?;
+    let x: Vec<f64> = test.images.iter().map(|&p| p as f64).collect();
+    let pred = classifier.predict(&x)?;
+    println!("Classifier on real test images of each expert's classes (the ceiling of the own-class fraction):\n");
+    for (name, classes) in [("a", [1u8, 8].as_slice()), ("b", &[5, 7, 9]), ("c", &[1, 3, 8]), ("d", &[3, 8, 9]), ("c∩d", &[3, 8])] {
+        let (mut n, mut hit) = (0usize, 0usize);
+        for (p, l) in pred.iter().zip(&test.labels) {
+            if classes.contains(l) {
+                n += 1;
+                hit += classes.contains(p) as usize;
+            }
+        }
+        println!("- {name} {classes:?}: {:.3} of {n} test images judged in the set", hit as f64 / n as f64);
+    }
+    println!();
     println!("N = {particles} particles, {steps} steps, seed {seed}; fractions weighted by the final weights.\n");
     println!("| run | target classes | target fraction | largest classes | final ESS / N | lineages | wall s |");
     println!("|---|---|---|---|---|---|---|");
-    for row in &rows {
+    let only = std::env::args().nth(4).unwrap_or_default();
+    for row in rows.iter().filter(|r| r.label.contains(&only)) {
         let models: Vec<Box<dyn ScoreModel>> = row.models.iter().map(|m| load_model(Path::new(&file(m)))).collect::<Result<_, _>>()?;
         let refs: Vec<&dyn ScoreModel> = models.iter().map(|m| m.as_ref()).collect();
         let config = SamplerConfig { particles, steps, seed, ..SamplerConfig::default() };
