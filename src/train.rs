@@ -15,7 +15,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -139,9 +140,6 @@ fn default_kind() -> String {
     crate::nn::mlp::KIND.to_string()
 }
 
-/// AdamW first and second moments, one vector per parameter tensor.
-type Moments = (Vec<Vec<f32>>, Vec<Vec<f32>>);
-
 /// A training recipe (the JSON files in `models/`). Paths are relative to the working directory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,8 +194,7 @@ pub struct Recipe {
 impl Recipe {
     /// Read a recipe file.
     pub fn load(path: &Path) -> Result<Self> {
-        let s = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), cause: source })?;
-        serde_json::from_str(&s).map_err(|e| Error::param(format!("recipe {}", path.display()), "(file)", e.to_string()))
+        load_recipe(path)
     }
 
     /// Range checks.
@@ -234,29 +231,135 @@ impl Recipe {
     /// The training time of batch item `i`: the first ⌊t_log_fraction·batch⌋ items log-uniform on
     /// [t_min, 1], the rest uniform.
     pub fn draw_t(&self, i: usize, rng: &mut Rng) -> f64 {
-        let u = rng::uniform(rng);
-        if (i as f64) < (self.t_log_fraction * self.batch as f64).floor() {
-            (self.t_min.ln() * (1.0 - u)).exp()
-        } else {
-            self.t_min + (1.0 - self.t_min) * u
-        }
+        draw_t(i, self.batch, self.t_min, self.t_log_fraction, rng)
     }
 
     /// Learning rate at step `k` (0-based).
     pub fn lr_at(&self, k: usize) -> f64 {
-        if k < self.warmup {
-            return self.lr * (k + 1) as f64 / self.warmup as f64;
-        }
-        let end = self.lr_final.unwrap_or(self.lr);
-        let span = self.steps.saturating_sub(self.warmup).max(1) as f64;
-        let p = ((k - self.warmup) as f64 / span).min(1.0);
-        end + 0.5 * (self.lr - end) * (1.0 + (std::f64::consts::PI * p).cos())
+        lr_at(k, self.lr, self.lr_final, self.warmup, self.steps)
     }
 }
 
-const ADAM_BETA1: f64 = 0.9;
-const ADAM_BETA2: f64 = 0.999;
-const ADAM_EPS: f64 = 1e-8;
+// ---------- shared by this trainer and the U-Net's (crate::train_unet) ----------
+
+/// Read a JSON recipe file (of either trainer).
+pub(crate) fn load_recipe<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let s = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), cause: source })?;
+    serde_json::from_str(&s).map_err(|e| Error::param(format!("recipe {}", path.display()), "(file)", e.to_string()))
+}
+
+/// The training time of batch item `i` of `batch`: the first ⌊t_log_fraction·batch⌋ items log-uniform
+/// on [t_min, 1], the rest uniform.
+pub(crate) fn draw_t(i: usize, batch: usize, t_min: f64, t_log_fraction: f64, rng: &mut Rng) -> f64 {
+    let u = rng::uniform(rng);
+    if (i as f64) < (t_log_fraction * batch as f64).floor() {
+        (t_min.ln() * (1.0 - u)).exp()
+    } else {
+        t_min + (1.0 - t_min) * u
+    }
+}
+
+/// Learning rate at step `k` (0-based) of `steps`: linear warm-up to `lr` over `warmup` steps, then a
+/// cosine from `lr` to `lr_final` (default `lr`).
+pub(crate) fn lr_at(k: usize, lr: f64, lr_final: Option<f64>, warmup: usize, steps: usize) -> f64 {
+    if k < warmup {
+        return lr * (k + 1) as f64 / warmup as f64;
+    }
+    let end = lr_final.unwrap_or(lr);
+    let span = steps.saturating_sub(warmup).max(1) as f64;
+    let p = ((k - warmup) as f64 / span).min(1.0);
+    end + 0.5 * (lr - end) * (1.0 + (std::f64::consts::PI * p).cos())
+}
+
+/// Open the data source `data` of `recipe` and describe the network to be trained on it: the forward
+/// schedule is `beta_min`/`beta_max` where the recipe gives them, else the data's (else the default);
+/// the name is `name`, else the stem of the output file `out`; the recipe is recorded as JSON.
+pub(crate) fn open_data(
+    recipe: &impl Serialize,
+    data: &str,
+    beta_min: Option<f64>,
+    beta_max: Option<f64>,
+    name: Option<&String>,
+    out: &Path,
+) -> Result<(Data, NetInfo)> {
+    let source: DataSource = data.parse()?;
+    let data = source.open()?;
+    let from_data = data.schedule().unwrap_or_default();
+    let schedule = VpSchedule::new(beta_min.unwrap_or(from_data.beta_min), beta_max.unwrap_or(from_data.beta_max))?;
+    let info = NetInfo {
+        data_shape: data.shape(),
+        schedule,
+        trained_on: source.to_string(),
+        recipe: Some(serde_json::to_string(recipe).expect("plain struct")),
+        name: name.cloned().unwrap_or_else(|| out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+    };
+    Ok((data, info))
+}
+
+/// The value of `loss` and its gradient with respect to each of `vars`, flattened, in their order.
+pub(crate) fn loss_and_grads(loss: &Tensor, vars: &[Var]) -> candle_core::Result<(f64, Vec<Vec<f32>>)> {
+    let grads = loss.backward()?;
+    let mut gs = Vec::with_capacity(vars.len());
+    for var in vars {
+        let g = grads.get(var).ok_or_else(|| candle_core::Error::Msg("no gradient recorded for a parameter".into()))?;
+        gs.push(g.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok((loss.to_scalar::<f32>()? as f64, gs))
+}
+
+/// Copy the host parameters (with their shapes) into the candle variables.
+pub(crate) fn set_vars(vars: &[Var], params: &[Vec<f32>], shapes: &[Vec<usize>], device: &Device) -> Result<()> {
+    for ((var, p), shape) in vars.iter().zip(params).zip(shapes) {
+        let tensor = Tensor::from_slice(p, shape.as_slice(), device).map_err(backend("updating a parameter"))?;
+        var.set(&tensor).map_err(backend("updating a parameter"))?;
+    }
+    Ok(())
+}
+
+/// AdamW's constants: the moments' decay rates β1, β2, the weights `g1`, `g2` of the new gradient
+/// (nominally 1 − β; see [`ADAM`] and the U-Net trainer's) and ε.
+pub(crate) struct AdamConsts {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub g1: f64,
+    pub g2: f64,
+    pub eps: f64,
+}
+
+/// This trainer's AdamW constants (candle_nn::AdamW's defaults), the gradients' weights computed as 1 − β.
+const ADAM: AdamConsts = AdamConsts { beta1: 0.9, beta2: 0.999, g1: 1.0 - 0.9, g2: 1.0 - 0.999, eps: 1e-8 };
+
+/// AdamW's first and second moments, one vector per parameter tensor.
+pub(crate) struct Moments {
+    pub m: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
+}
+
+impl Moments {
+    /// Zero moments for `params`.
+    pub fn zeros(params: &[Vec<f32>]) -> Self {
+        Moments { m: params.iter().map(|p| vec![0.0; p.len()]).collect(), v: params.iter().map(|p| vec![0.0; p.len()]).collect() }
+    }
+
+    /// One AdamW update of `params` by `grads` at 0-based step `step` (candle_nn::AdamW's rule
+    /// θ ← θ(1 − lr·λ) − lr·m̂/(√v̂ + ε), in f64 on the f32 state).
+    pub fn update(&mut self, c: &AdamConsts, params: &mut [Vec<f32>], grads: &[Vec<f32>], step: usize, lr: f64, weight_decay: f64) {
+        let t = (step + 1) as i32;
+        let (c1, c2) = (1.0 / (1.0 - c.beta1.powi(t)), 1.0 / (1.0 - c.beta2.powi(t)));
+        let decay = 1.0 - lr * weight_decay;
+        for (i, g) in grads.iter().enumerate() {
+            let (p, m, v) = (&mut params[i], &mut self.m[i], &mut self.v[i]);
+            for j in 0..g.len() {
+                let gj = g[j] as f64;
+                let mj = c.beta1 * m[j] as f64 + c.g1 * gj;
+                let vj = c.beta2 * v[j] as f64 + c.g2 * gj * gj;
+                m[j] = mj as f32;
+                v[j] = vj as f32;
+                p[j] = (p[j] as f64 * decay - lr * (mj * c1) / ((vj * c2).sqrt() + c.eps)) as f32;
+            }
+        }
+    }
+}
 
 /// A training run in progress.
 pub struct Trainer {
@@ -267,8 +370,7 @@ pub struct Trainer {
     model: CandleMlp,
     params: Vec<Vec<f32>>,
     shapes: Vec<Vec<usize>>,
-    m: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    moments: Moments,
     step: usize,
     rng: Rng,
     freqs: Vec<f64>,
@@ -279,17 +381,7 @@ impl Trainer {
     /// Start a fresh run: weights initialised from the recipe's seed.
     pub fn new(recipe: Recipe) -> Result<Self> {
         recipe.check()?;
-        let source: DataSource = recipe.data.parse()?;
-        let data = source.open()?;
-        let from_data = data.schedule().unwrap_or_default();
-        let schedule = VpSchedule::new(recipe.beta_min.unwrap_or(from_data.beta_min), recipe.beta_max.unwrap_or(from_data.beta_max))?;
-        let info = NetInfo {
-            data_shape: data.shape(),
-            schedule,
-            trained_on: source.to_string(),
-            recipe: Some(serde_json::to_string(&recipe).expect("plain struct")),
-            name: recipe.name.clone().unwrap_or_else(|| recipe.out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
-        };
+        let (data, info) = open_data(&recipe, &recipe.data, recipe.beta_min, recipe.beta_max, recipe.name.as_ref(), &recipe.out)?;
         let mut rng = rng::seeded(recipe.seed);
         let net = ScoreMlp::init(recipe.arch, info.clone(), &mut rng)?;
         let params: Vec<Vec<f32>> = net.to_f32().into_iter().map(|(_, _, v)| v).collect();
@@ -310,8 +402,8 @@ impl Trainer {
         let net = ScoreMlp::from_f32(cfg, info.clone(), &params)?;
         let shapes: Vec<Vec<usize>> = net.to_f32().into_iter().map(|(_, s, _)| s).collect();
         let model = CandleMlp::new(&net, &device)?;
-        let (m, v) = moments.unwrap_or_else(|| (params.iter().map(|p| vec![0.0; p.len()]).collect(), params.iter().map(|p| vec![0.0; p.len()]).collect()));
-        Ok(Trainer { freqs: cfg.freqs(), recipe, data, info, cfg, model, params, shapes, m, v, step, rng, device })
+        let moments = moments.unwrap_or_else(|| Moments::zeros(&params));
+        Ok(Trainer { freqs: cfg.freqs(), recipe, data, info, cfg, model, params, shapes, moments, step, rng, device })
     }
 
     /// Continue the run saved in checkpoint `ckpt`. The recipe's architecture, data and seed must be the
@@ -356,7 +448,7 @@ impl Trainer {
         let data = source.open()?;
         let mut info = net.info().clone();
         info.recipe = Some(serde_json::to_string(&recipe).expect("plain struct"));
-        Self::assemble(recipe, data, info, params, Some((ms, vs)), step, rng)
+        Self::assemble(recipe, data, info, params, Some(Moments { m: ms, v: vs }), step, rng)
     }
 
     /// Steps done so far.
@@ -393,39 +485,13 @@ impl Trainer {
             let x = Tensor::from_vec(input, (b, d + k2), &self.device)?;
             let y = Tensor::from_vec(target, (b, d), &self.device)?;
             let loss = (self.model.forward(&x)? - y)?.sqr()?.mean_all()?;
-            let grads = loss.backward()?;
-            let mut gs = Vec::with_capacity(self.params.len());
-            for var in self.model.vars() {
-                let g = grads.get(var).ok_or_else(|| candle_core::Error::Msg("no gradient recorded for a parameter".into()))?;
-                gs.push(g.flatten_all()?.to_vec1::<f32>()?);
-            }
-            Ok((loss.to_scalar::<f32>()? as f64, gs))
+            loss_and_grads(&loss, self.model.vars())
         })()
         .map_err(backend("computing the DSM loss and its gradient"))?;
-        self.adamw(&grads)?;
+        self.moments.update(&ADAM, &mut self.params, &grads, self.step, self.recipe.lr_at(self.step), self.recipe.weight_decay);
+        set_vars(self.model.vars(), &self.params, &self.shapes, &self.device)?;
         self.step += 1;
         Ok(loss)
-    }
-
-    fn adamw(&mut self, grads: &[Vec<f32>]) -> Result<()> {
-        let lr = self.recipe.lr_at(self.step);
-        let t = (self.step + 1) as i32;
-        let (c1, c2) = (1.0 / (1.0 - ADAM_BETA1.powi(t)), 1.0 / (1.0 - ADAM_BETA2.powi(t)));
-        let decay = 1.0 - lr * self.recipe.weight_decay;
-        for (i, g) in grads.iter().enumerate() {
-            let (p, m, v) = (&mut self.params[i], &mut self.m[i], &mut self.v[i]);
-            for j in 0..g.len() {
-                let gj = g[j] as f64;
-                let mj = ADAM_BETA1 * m[j] as f64 + (1.0 - ADAM_BETA1) * gj;
-                let vj = ADAM_BETA2 * v[j] as f64 + (1.0 - ADAM_BETA2) * gj * gj;
-                m[j] = mj as f32;
-                v[j] = vj as f32;
-                p[j] = (p[j] as f64 * decay - lr * (mj * c1) / ((vj * c2).sqrt() + ADAM_EPS)) as f32;
-            }
-            let tensor = Tensor::from_slice(p, self.shapes[i].as_slice(), &self.device).map_err(backend("updating a parameter"))?;
-            self.model.vars()[i].set(&tensor).map_err(backend("updating a parameter"))?;
-        }
-        Ok(())
     }
 
     /// The network as it is now.
@@ -453,8 +519,8 @@ impl Trainer {
         let vnames: Vec<String> = names.iter().map(|n| format!("optim.v.{n}")).collect();
         let mut extra = Vec::new();
         for i in 0..names.len() {
-            extra.push(F32Tensor { name: &mnames[i], shape: self.shapes[i].clone(), data: &self.m[i] });
-            extra.push(F32Tensor { name: &vnames[i], shape: self.shapes[i].clone(), data: &self.v[i] });
+            extra.push(F32Tensor { name: &mnames[i], shape: self.shapes[i].clone(), data: &self.moments.m[i] });
+            extra.push(F32Tensor { name: &vnames[i], shape: self.shapes[i].clone(), data: &self.moments.v[i] });
         }
         net.save_with(path, &meta, &extra)
     }

@@ -14,10 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::nn::mlp::backend;
-use crate::nn::{NetInfo, ScoreUnet, UnetConfig, UnetGraph};
+use crate::nn::{ScoreUnet, UnetConfig, UnetGraph};
 use crate::rng::{self, Rng};
-use crate::schedule::VpSchedule;
-use crate::train::{Data, DataSource};
+use crate::train::{load_recipe, loss_and_grads, open_data, set_vars, AdamConsts, Data, Moments};
+
+/// AdamW constants as this trainer has always had them: candle_nn::AdamW's defaults, but the gradients'
+/// weights written as the literals 0.1 and 0.001, which differ in the last bit of an f64 from the MLP
+/// trainer's 1 − β; kept so that a recipe trains the same network bit for bit as before.
+const ADAM: AdamConsts = AdamConsts { beta1: 0.9, beta2: 0.999, g1: 0.1, g2: 0.001, eps: 1e-8 };
 
 /// A U-Net training recipe (`models/unet_*.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,22 +58,11 @@ pub struct UnetRecipe {
 impl UnetRecipe {
     /// As [`crate::train::Recipe::lr_at`].
     pub fn lr_at(&self, k: usize) -> f64 {
-        if k < self.warmup {
-            return self.lr * (k + 1) as f64 / self.warmup as f64;
-        }
-        let end = self.lr_final.unwrap_or(self.lr);
-        let span = self.steps.saturating_sub(self.warmup).max(1) as f64;
-        let p = ((k - self.warmup) as f64 / span).min(1.0);
-        end + 0.5 * (self.lr - end) * (1.0 + (std::f64::consts::PI * p).cos())
+        crate::train::lr_at(k, self.lr, self.lr_final, self.warmup, self.steps)
     }
 
     fn draw_t(&self, i: usize, rng: &mut Rng) -> f64 {
-        let u = rng::uniform(rng);
-        if (i as f64) < (self.t_log_fraction * self.batch as f64).floor() {
-            (self.t_min.ln() * (1.0 - u)).exp()
-        } else {
-            self.t_min + (1.0 - self.t_min) * u
-        }
+        crate::train::draw_t(i, self.batch, self.t_min, self.t_log_fraction, rng)
     }
 
     fn check(&self) -> Result<()> {
@@ -92,8 +85,7 @@ pub struct UnetTrainer {
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
     params: Vec<Vec<f32>>,
-    m: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    moments: Moments,
     step: usize,
     rng: Rng,
     device: Device,
@@ -103,17 +95,7 @@ impl UnetTrainer {
     /// A fresh run.
     pub fn new(recipe: UnetRecipe) -> Result<Self> {
         recipe.check()?;
-        let source: DataSource = recipe.data.parse()?;
-        let data = source.open()?;
-        let from_data = data.schedule().unwrap_or_default();
-        let schedule = VpSchedule::new(recipe.beta_min.unwrap_or(from_data.beta_min), recipe.beta_max.unwrap_or(from_data.beta_max))?;
-        let info = NetInfo {
-            data_shape: data.shape(),
-            schedule,
-            trained_on: source.to_string(),
-            recipe: Some(serde_json::to_string(&recipe).expect("plain struct")),
-            name: recipe.name.clone().unwrap_or_else(|| recipe.out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
-        };
+        let (data, info) = open_data(&recipe, &recipe.data, recipe.beta_min, recipe.beta_max, recipe.name.as_ref(), &recipe.out)?;
         let mut rng = rng::seeded(recipe.seed);
         let net = ScoreUnet::init(recipe.arch.clone(), info, &mut rng)?;
         let device = Device::Cpu;
@@ -126,9 +108,8 @@ impl UnetTrainer {
         let names = all.iter().map(|(n, _, _)| n.clone()).collect();
         let shapes = all.iter().map(|(_, s, _)| s.clone()).collect();
         let params: Vec<Vec<f32>> = all.into_iter().map(|(_, _, v)| v).collect();
-        let m = params.iter().map(|p| vec![0.0; p.len()]).collect();
-        let v = params.iter().map(|p| vec![0.0; p.len()]).collect();
-        Ok(UnetTrainer { recipe, data, net, vars, names, shapes, params, m, v, step: 0, rng, device })
+        let moments = Moments::zeros(&params);
+        Ok(UnetTrainer { recipe, data, net, vars, names, shapes, params, moments, step: 0, rng, device })
     }
 
     /// Steps done.
@@ -162,32 +143,11 @@ impl UnetTrainer {
             let map: HashMap<String, Tensor> = self.names.iter().cloned().zip(self.vars.iter().map(|v| v.as_tensor().clone())).collect();
             let g = UnetGraph { cfg: self.net.config(), params: &map };
             let loss = (g.forward(&x, &e)? - y)?.sqr()?.mean_all()?;
-            let grads = loss.backward()?;
-            let mut gs = Vec::with_capacity(self.vars.len());
-            for var in &self.vars {
-                let g = grads.get(var).ok_or_else(|| candle_core::Error::Msg("no gradient recorded for a parameter".into()))?;
-                gs.push(g.flatten_all()?.to_vec1::<f32>()?);
-            }
-            Ok((loss.to_scalar::<f32>()? as f64, gs))
+            loss_and_grads(&loss, &self.vars)
         })()
         .map_err(backend("computing the U-Net DSM loss and its gradient"))?;
-        let lr = self.recipe.lr_at(self.step);
-        let t = (self.step + 1) as i32;
-        let (c1, c2) = (1.0 / (1.0 - 0.9f64.powi(t)), 1.0 / (1.0 - 0.999f64.powi(t)));
-        let decay = 1.0 - lr * self.recipe.weight_decay;
-        for (i, g) in grads.iter().enumerate() {
-            let (p, m, v) = (&mut self.params[i], &mut self.m[i], &mut self.v[i]);
-            for j in 0..g.len() {
-                let gj = g[j] as f64;
-                let mj = 0.9 * m[j] as f64 + 0.1 * gj;
-                let vj = 0.999 * v[j] as f64 + 0.001 * gj * gj;
-                m[j] = mj as f32;
-                v[j] = vj as f32;
-                p[j] = (p[j] as f64 * decay - lr * (mj * c1) / ((vj * c2).sqrt() + 1e-8)) as f32;
-            }
-            let tensor = Tensor::from_slice(p, self.shapes[i].as_slice(), &self.device).map_err(backend("updating a parameter"))?;
-            self.vars[i].set(&tensor).map_err(backend("updating a parameter"))?;
-        }
+        self.moments.update(&ADAM, &mut self.params, &grads, self.step, self.recipe.lr_at(self.step), self.recipe.weight_decay);
+        set_vars(&self.vars, &self.params, &self.shapes, &self.device)?;
         self.step += 1;
         Ok(loss)
     }
@@ -207,8 +167,7 @@ impl UnetTrainer {
 
 /// What `mix-train` runs for a `score_unet` recipe.
 pub fn run_cli(recipe_path: &Path, out: Option<PathBuf>, steps: Option<usize>, quiet: bool) -> Result<()> {
-    let text = std::fs::read_to_string(recipe_path).map_err(|cause| Error::Read { path: recipe_path.into(), cause })?;
-    let mut recipe: UnetRecipe = serde_json::from_str(&text).map_err(|e| Error::param(format!("recipe {}", recipe_path.display()), "(file)", e.to_string()))?;
+    let mut recipe: UnetRecipe = load_recipe(recipe_path)?;
     if let Some(o) = out {
         recipe.out = o;
     }
