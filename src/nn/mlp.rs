@@ -27,6 +27,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -111,11 +112,17 @@ impl MlpConfig {
 
     /// e(t) into `out` (2K values: sines then cosines).
     pub fn embed(&self, freqs: &[f64], t: f64, out: &mut [f64]) {
-        let k = freqs.len();
-        for (i, w) in freqs.iter().enumerate() {
-            out[i] = (w * t).sin();
-            out[k + i] = (w * t).cos();
-        }
+        time_embedding(freqs, t, out)
+    }
+}
+
+/// The sinusoidal time features e(t) for frequencies `freqs` into `out` (sines then cosines); the MLP's
+/// and the U-Net's.
+pub(crate) fn time_embedding(freqs: &[f64], t: f64, out: &mut [f64]) {
+    let k = freqs.len();
+    for (i, w) in freqs.iter().enumerate() {
+        out[i] = (w * t).sin();
+        out[k + i] = (w * t).cos();
     }
 }
 
@@ -171,6 +178,93 @@ impl NetInfo {
         }
         Ok(s)
     }
+
+    /// The number of items n in a batch of `x.len()` inputs and `out` outputs for this network (an error
+    /// unless `x` holds whole items and `out` as many values).
+    pub(crate) fn check_batch(&self, x: &[f64], out: usize) -> Result<usize> {
+        let d: usize = self.data_shape.iter().product();
+        if x.len() % d != 0 || out != x.len() {
+            return Err(Error::param(
+                format!("batch for `{}`", self.name),
+                format!("{} inputs / {} outputs", x.len(), out),
+                format!("expected n × {d} inputs and as many outputs"),
+            ));
+        }
+        Ok(x.len() / d)
+    }
+}
+
+/// The header of a network file being opened: the metadata every noise-prediction network's file holds
+/// ([`NetInfo::metadata`]), read with errors that name the file and the key.
+pub(crate) struct Header<'a> {
+    f: &'a TensorFile,
+}
+
+impl<'a> Header<'a> {
+    /// The header of `f`, whose `kind` must be `kind`.
+    pub fn open(f: &'a TensorFile, kind: &str) -> Result<Self> {
+        let h = Header { f };
+        match f.metadata("kind") {
+            Some(k) if k == kind => Ok(h),
+            other => Err(h.err("kind", format!("expected \"{kind}\", found {other:?}"))),
+        }
+    }
+
+    /// An error about metadata key `key`.
+    pub fn err(&self, key: &str, reason: String) -> Error {
+        Error::Metadata { path: self.f.path().into(), key: key.into(), reason }
+    }
+
+    /// A required key's value (`what`: what it holds, for the error).
+    pub fn req(&self, key: &str, what: &str) -> Result<&'a str> {
+        self.f.metadata(key).ok_or_else(|| self.err(key, format!("missing from the header metadata ({what})")))
+    }
+
+    /// The architecture `arch` (JSON, like `C::default()`'s) and its text.
+    pub fn arch<C: Default + Serialize + DeserializeOwned>(&self) -> Result<(C, &'a str)> {
+        let example = serde_json::to_string(&C::default()).unwrap_or_default();
+        let arch_s = self.req("arch", &format!("the architecture as JSON, e.g. {example}"))?;
+        let cfg = serde_json::from_str(arch_s).map_err(|e| self.err("arch", format!("`{arch_s}`: {e}; expected JSON like {example}")))?;
+        Ok((cfg, arch_s))
+    }
+
+    /// The data shape `data_shape` (a JSON array such as `example`) and its text.
+    pub fn data_shape(&self, example: &str) -> Result<(Vec<usize>, &'a str)> {
+        let shape_s = self.req("data_shape", &format!("a JSON array such as {example}"))?;
+        let shape = serde_json::from_str(shape_s).map_err(|e| self.err("data_shape", format!("`{shape_s}`: {e}; expected a JSON array such as {example}")))?;
+        Ok((shape, shape_s))
+    }
+
+    /// The network's [`NetInfo`] for data of shape `data_shape`: its schedule, parameterisation (which
+    /// must be [`PARAMETERIZATION`]), data source, recipe and name (default: the file's path).
+    pub fn info(&self, data_shape: Vec<usize>) -> Result<NetInfo> {
+        let num = |key: &str| -> Result<f64> {
+            let s = self.req(key, "the forward schedule")?;
+            s.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| self.err(key, format!("`{s}` is not a finite number")))
+        };
+        let schedule = VpSchedule::new(num("beta_min")?, num("beta_max")?).map_err(|e| self.err("beta_min/beta_max", e.to_string()))?;
+        let par = self.req("parameterization", "what the network predicts")?;
+        if par != PARAMETERIZATION {
+            return Err(self.err("parameterization", format!("`{par}` is not supported (only `{PARAMETERIZATION}`: the network predicts the noise)")));
+        }
+        let trained_on = self.req("trained_on", "the data source the network was trained on")?.to_string();
+        let name = self.f.metadata("name").map(String::from).unwrap_or_else(|| self.f.path().display().to_string());
+        Ok(NetInfo { data_shape, schedule, trained_on, recipe: self.f.metadata("recipe").map(String::from), name })
+    }
+}
+
+/// Write a network file (F32), atomically: its parameter tensors `params` followed by `extra_tensors`,
+/// its header metadata `meta` extended by `extra_meta` (checkpoint state).
+pub(crate) fn save_net<'a>(
+    path: &Path,
+    mut params: Vec<F32Tensor<'a>>,
+    mut meta: HashMap<String, String>,
+    extra_meta: &HashMap<String, String>,
+    extra_tensors: &[F32Tensor<'a>],
+) -> Result<()> {
+    params.extend(extra_tensors.iter().map(|t| F32Tensor { name: t.name, shape: t.shape.clone(), data: t.data }));
+    meta.extend(extra_meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+    write_safetensors(path, &params, &meta)
 }
 
 struct Dense {
@@ -301,32 +395,15 @@ impl ScoreMlp {
     /// Build from an opened file, checking every metadata key against the tensors.
     pub fn from_file(f: &TensorFile) -> Result<Self> {
         let path = f.path();
-        let merr = |key: &str, reason: String| Error::Metadata { path: path.into(), key: key.into(), reason };
-        let req = |key: &str, what: &str| f.metadata(key).ok_or_else(|| merr(key, format!("missing from the header metadata ({what})")));
-        match f.metadata("kind") {
-            Some(KIND) => {}
-            other => return Err(merr("kind", format!("expected \"{KIND}\", found {other:?}"))),
-        }
-        let example = serde_json::to_string(&MlpConfig::default()).unwrap_or_default();
-        let arch_s = req("arch", &format!("the architecture as JSON, e.g. {example}"))?;
-        let cfg: MlpConfig = serde_json::from_str(arch_s).map_err(|e| merr("arch", format!("`{arch_s}`: {e}; expected JSON like {example}")))?;
-        cfg.check().map_err(|r| merr("arch", r))?;
-        let shape_s = req("data_shape", "a JSON array such as [2]")?;
-        let data_shape: Vec<usize> = serde_json::from_str(shape_s).map_err(|e| merr("data_shape", format!("`{shape_s}`: {e}; expected a JSON array such as [2]")))?;
+        let h = Header::open(f, KIND)?;
+        let (cfg, arch_s) = h.arch::<MlpConfig>()?;
+        cfg.check().map_err(|r| h.err("arch", r))?;
+        let (data_shape, shape_s) = h.data_shape("[2]")?;
         if data_shape.is_empty() || data_shape.contains(&0) {
-            return Err(merr("data_shape", format!("{data_shape:?} must be non-empty with positive sizes")));
+            return Err(h.err("data_shape", format!("{data_shape:?} must be non-empty with positive sizes")));
         }
-        let num = |key: &str| -> Result<f64> {
-            let s = req(key, "the forward schedule")?;
-            s.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| merr(key, format!("`{s}` is not a finite number")))
-        };
-        let schedule = VpSchedule::new(num("beta_min")?, num("beta_max")?).map_err(|e| merr("beta_min/beta_max", e.to_string()))?;
-        let par = req("parameterization", "what the network predicts")?;
-        if par != PARAMETERIZATION {
-            return Err(merr("parameterization", format!("`{par}` is not supported (only `{PARAMETERIZATION}`: the network predicts the noise)")));
-        }
-        let trained_on = req("trained_on", "the data source the network was trained on")?.to_string();
-        let d: usize = data_shape.iter().product();
+        let info = h.info(data_shape)?;
+        let d: usize = info.data_shape.iter().product();
         let shapes = cfg.layer_shapes(d);
         let mut expected = BTreeSet::new();
         let mut params = Vec::new();
@@ -353,13 +430,11 @@ impl ScoreMlp {
             }
         }
         if let Some(extra) = f.names().into_iter().find(|n| !expected.contains(n) && !n.starts_with("optim.")) {
-            return Err(merr(
+            return Err(h.err(
                 "arch",
                 format!("depth = {} means tensors net.0 … net.{}, but the file also holds `{extra}`", cfg.depth, cfg.depth),
             ));
         }
-        let name = f.metadata("name").map(String::from).unwrap_or_else(|| path.display().to_string());
-        let info = NetInfo { data_shape, schedule, trained_on, recipe: f.metadata("recipe").map(String::from), name };
         Self::from_f32(cfg, info, &params)
     }
 
@@ -371,27 +446,13 @@ impl ScoreMlp {
     /// Write the network (F32), atomically, with `extra` metadata and extra tensors (checkpoint state).
     pub fn save_with(&self, path: &Path, extra_meta: &HashMap<String, String>, extra_tensors: &[F32Tensor<'_>]) -> Result<()> {
         let params = self.to_f32();
-        let mut tensors: Vec<F32Tensor<'_>> = params.iter().map(|(n, s, v)| F32Tensor { name: n, shape: s.clone(), data: v }).collect();
-        tensors.extend(extra_tensors.iter().map(|t| F32Tensor { name: t.name, shape: t.shape.clone(), data: t.data }));
-        let mut meta = self.metadata();
-        meta.extend(extra_meta.iter().map(|(k, v)| (k.clone(), v.clone())));
-        write_safetensors(path, &tensors, &meta)
+        let tensors = params.iter().map(|(n, s, v)| F32Tensor { name: n, shape: s.clone(), data: v }).collect();
+        save_net(path, tensors, self.metadata(), extra_meta, extra_tensors)
     }
 
     /// Write the network (F32) atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.save_with(path, &HashMap::new(), &[])
-    }
-
-    fn check_batch(&self, x: &[f64], out: usize) -> Result<usize> {
-        if x.len() % self.d != 0 || out != x.len() {
-            return Err(Error::param(
-                format!("batch for `{}`", self.info.name),
-                format!("{} inputs / {} outputs", x.len(), out),
-                format!("expected n × {} inputs and as many outputs", self.d),
-            ));
-        }
-        Ok(x.len() / self.d)
     }
 
     /// ε̂(x, t) for a batch (n × d) into `out`; with `pre` given, also keeps every hidden layer's
@@ -432,7 +493,7 @@ impl ScoreMlp {
 
     /// The network's noise prediction ε̂(x, t) for a batch.
     pub fn predict_noise(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
-        self.check_batch(x, out.len())?;
+        self.info.check_batch(x, out.len())?;
         self.in_blocks(x, None, out, |xb, _, ob| self.forward(xb, t, ob, None));
         Ok(())
     }
@@ -506,7 +567,7 @@ impl ScoreModel for ScoreMlp {
     }
 
     fn score(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
-        self.check_batch(x, out.len())?;
+        self.info.check_batch(x, out.len())?;
         let inv = -1.0 / self.info.sigma(t)?;
         self.in_blocks(x, None, out, |xb, _, ob| self.forward(xb, t, ob, None));
         out.iter_mut().for_each(|v| *v *= inv);
@@ -519,8 +580,8 @@ impl ScoreModel for ScoreMlp {
 
     /// J_s(x)ᵀ v = −(1/σ_t) J_ε̂(x)ᵀ v by a hand-written reverse pass (matmul + SiLU').
     fn vjp(&self, x: &[f64], t: f64, v: &[f64], out: &mut [f64]) -> Result<()> {
-        self.check_batch(x, out.len())?;
-        self.check_batch(v, out.len())?;
+        self.info.check_batch(x, out.len())?;
+        self.info.check_batch(v, out.len())?;
         let inv = -1.0 / self.info.sigma(t)?;
         self.in_blocks(x, Some(v), out, |xb, vb, ob| self.vjp_rows(xb, t, inv, vb.expect("v given"), ob));
         Ok(())

@@ -39,9 +39,9 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::io::{write_safetensors, F32Tensor};
+use crate::io::F32Tensor;
 use crate::model::ScoreModel;
-use crate::nn::mlp::{backend, NetInfo, PARAMETERIZATION};
+use crate::nn::mlp::{backend, save_net, time_embedding, Header, NetInfo};
 use crate::rng::{self, Rng};
 use crate::schedule::VpSchedule;
 use crate::tensors::TensorFile;
@@ -332,11 +332,7 @@ impl ScoreUnet {
     /// The sinusoidal time features e(t) (2K values).
     pub fn embed(&self, t: f64) -> Vec<f64> {
         let mut e = vec![0.0; self.cfg.time_features()];
-        let k = self.freqs.len();
-        for (i, w) in self.freqs.iter().enumerate() {
-            e[i] = (w * t).sin();
-            e[k + i] = (w * t).cos();
-        }
+        time_embedding(&self.freqs, t, &mut e);
         e
     }
 
@@ -348,31 +344,14 @@ impl ScoreUnet {
     /// Build from an opened file, checking every metadata key against the tensors.
     pub fn from_file(f: &TensorFile) -> Result<Self> {
         let path = f.path();
-        let merr = |key: &str, reason: String| Error::Metadata { path: path.into(), key: key.into(), reason };
-        let req = |key: &str, what: &str| f.metadata(key).ok_or_else(|| merr(key, format!("missing from the header metadata ({what})")));
-        match f.metadata("kind") {
-            Some(KIND) => {}
-            other => return Err(merr("kind", format!("expected \"{KIND}\", found {other:?}"))),
-        }
-        let example = serde_json::to_string(&UnetConfig::default()).unwrap_or_default();
-        let arch_s = req("arch", &format!("the architecture as JSON, e.g. {example}"))?;
-        let cfg: UnetConfig = serde_json::from_str(arch_s).map_err(|e| merr("arch", format!("`{arch_s}`: {e}; expected JSON like {example}")))?;
-        let shape_s = req("data_shape", "a JSON array such as [1,28,28]")?;
-        let data_shape: Vec<usize> = serde_json::from_str(shape_s).map_err(|e| merr("data_shape", format!("`{shape_s}`: {e}; expected a JSON array such as [1,28,28]")))?;
-        cfg.check(&data_shape).map_err(|r| merr("arch", r))?;
-        let num = |key: &str| -> Result<f64> {
-            let s = req(key, "the forward schedule")?;
-            s.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| merr(key, format!("`{s}` is not a finite number")))
-        };
-        let schedule = VpSchedule::new(num("beta_min")?, num("beta_max")?).map_err(|e| merr("beta_min/beta_max", e.to_string()))?;
-        let par = req("parameterization", "what the network predicts")?;
-        if par != PARAMETERIZATION {
-            return Err(merr("parameterization", format!("`{par}` is not supported (only `{PARAMETERIZATION}`: the network predicts the noise)")));
-        }
-        let trained_on = req("trained_on", "the data source the network was trained on")?.to_string();
+        let h = Header::open(f, KIND)?;
+        let (cfg, arch_s) = h.arch::<UnetConfig>()?;
+        let (data_shape, shape_s) = h.data_shape("[1,28,28]")?;
+        cfg.check(&data_shape).map_err(|r| h.err("arch", r))?;
+        let info = h.info(data_shape)?;
         let mut expected = BTreeSet::new();
         let mut values = Vec::new();
-        for (name, want) in cfg.param_shapes(&data_shape) {
+        for (name, want) in cfg.param_shapes(&info.data_shape) {
             let (shape, vals) = f.tensor_f64(&name)?;
             if shape != want {
                 return Err(Error::TensorShape {
@@ -383,16 +362,14 @@ impl ScoreUnet {
                 });
             }
             if vals.iter().any(|v| !v.is_finite()) {
-                return Err(merr("weights", format!("tensor {name} holds non-finite values")));
+                return Err(h.err("weights", format!("tensor {name} holds non-finite values")));
             }
             values.push(vals.iter().map(|&v| v as f32).collect::<Vec<f32>>());
             expected.insert(name);
         }
         if let Some(extra) = f.names().into_iter().find(|n| !expected.contains(n) && !n.starts_with("optim.")) {
-            return Err(merr("arch", format!("arch = {arch_s} does not use tensor `{extra}` held by the file")));
+            return Err(h.err("arch", format!("arch = {arch_s} does not use tensor `{extra}` held by the file")));
         }
-        let name = f.metadata("name").map(String::from).unwrap_or_else(|| path.display().to_string());
-        let info = NetInfo { data_shape, schedule, trained_on, recipe: f.metadata("recipe").map(String::from), name };
         Self::from_f32(cfg, info, values)
     }
 
@@ -403,29 +380,13 @@ impl ScoreUnet {
 
     /// Write the network (F32), atomically, with extra metadata and tensors (checkpoint state).
     pub fn save_with(&self, path: &Path, extra_meta: &HashMap<String, String>, extra_tensors: &[F32Tensor<'_>]) -> Result<()> {
-        let mut tensors: Vec<F32Tensor<'_>> =
-            self.names.iter().zip(&self.values).map(|((n, s), v)| F32Tensor { name: n, shape: s.clone(), data: v }).collect();
-        tensors.extend(extra_tensors.iter().map(|t| F32Tensor { name: t.name, shape: t.shape.clone(), data: t.data }));
-        let mut meta = self.metadata();
-        meta.extend(extra_meta.iter().map(|(k, v)| (k.clone(), v.clone())));
-        write_safetensors(path, &tensors, &meta)
+        let tensors = self.names.iter().zip(&self.values).map(|((n, s), v)| F32Tensor { name: n, shape: s.clone(), data: v }).collect();
+        save_net(path, tensors, self.metadata(), extra_meta, extra_tensors)
     }
 
     /// Write the network (F32) atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         self.save_with(path, &HashMap::new(), &[])
-    }
-
-    fn check_batch(&self, x: &[f64], out: usize) -> Result<usize> {
-        let d = self.dim();
-        if x.len() % d != 0 || out != x.len() {
-            return Err(Error::param(
-                format!("batch for `{}`", self.info.name),
-                format!("{} inputs / {} outputs", x.len(), out),
-                format!("expected n × {d} inputs and as many outputs"),
-            ));
-        }
-        Ok(x.len() / d)
     }
 
     fn inputs(&self, x: &[f64], t: f64, n: usize) -> candle_core::Result<(Tensor, Tensor)> {
@@ -440,7 +401,7 @@ impl ScoreUnet {
 
     /// The network's noise prediction ε̂(x, t) for a batch (f32 arithmetic).
     pub fn predict_noise(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
-        let n = self.check_batch(x, out.len())?;
+        let n = self.info.check_batch(x, out.len())?;
         if n == 0 {
             return Ok(());
         }
@@ -480,8 +441,8 @@ impl ScoreModel for ScoreUnet {
 
     /// J_s(x)ᵀ v = −(1/σ_t) ∇_x (v · ε̂(x)) by candle's backward (weights are constants).
     fn vjp(&self, x: &[f64], t: f64, v: &[f64], out: &mut [f64]) -> Result<()> {
-        let n = self.check_batch(x, out.len())?;
-        self.check_batch(v, out.len())?;
+        let n = self.info.check_batch(x, out.len())?;
+        self.info.check_batch(v, out.len())?;
         if n == 0 {
             return Ok(());
         }
