@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use wfrmix::hub::{resolve_model_ref, HfRef};
-use wfrmix::io::{write_safetensors, F32Tensor};
 use wfrmix::nn::{MlpConfig, NetInfo, ScoreMlp};
 use wfrmix::train::{dsm_loss, DataSource, Recipe, Trainer};
 use wfrmix::{
@@ -108,15 +107,6 @@ fn candle_training_graph_matches_the_inference_path() {
     net.predict_noise(&x, t, &mut ours).unwrap();
     let worst = out.iter().zip(&ours).map(|(a, b)| (*a as f64 - b).abs() / (1.0 + b.abs())).fold(0.0, f64::max);
     assert!(worst < 1e-4, "candle vs inference forward: {worst}");
-}
-
-/// Mean and standard error over particles of (estimate − exact).
-fn error_stats(est: &[f64], exact: &[f64]) -> (f64, f64) {
-    let n = est.len() as f64;
-    let diffs: Vec<f64> = est.iter().zip(exact).map(|(a, b)| a - b).collect();
-    let m = diffs.iter().sum::<f64>() / n;
-    let var = diffs.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0);
-    (m, (var / n).sqrt())
 }
 
 #[test]
@@ -269,21 +259,9 @@ fn shipped_networks_compose_like_the_exact_experts() {
 
 // ---------- bad input ----------
 
-fn write_net(path: &Path, meta_edit: impl FnOnce(&mut HashMap<String, String>), tensor_edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) {
+fn write_net(path: &Path, meta_edit: impl FnOnce(&mut HashMap<String, String>), tensor_edit: impl FnOnce(&mut NamedTensors)) {
     let net = random_net(2, MlpConfig { width: 16, depth: 2, time_freqs: 4, max_freq: 50.0, skip: false }, 1);
-    let mut meta = net.metadata();
-    meta_edit(&mut meta);
-    let mut ts = net.to_f32();
-    tensor_edit(&mut ts);
-    let views: Vec<F32Tensor<'_>> = ts.iter().map(|(n, s, v)| F32Tensor { name: n, shape: s.clone(), data: v }).collect();
-    write_safetensors(path, &views, &meta).unwrap();
-}
-
-fn load_err(path: &Path) -> String {
-    match load_model(path) {
-        Ok(_) => panic!("{} loaded", path.display()),
-        Err(e) => e.to_string(),
-    }
+    write_edited(path, net.metadata(), net.to_f32(), meta_edit, tensor_edit);
 }
 
 #[test]

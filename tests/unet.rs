@@ -12,8 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor, Var};
-use common::rng;
-use wfrmix::io::{write_safetensors, F32Tensor};
+use common::{error_stats, load_err, rng, write_edited, NamedTensors};
 use wfrmix::nn::{NetInfo, ScoreUnet, UnetConfig};
 use wfrmix::{load_model, model::check_compatible, DivergenceEstimator, Error, Probe, ScoreModel};
 
@@ -135,14 +134,6 @@ fn im2col_convolution_equals_candle_conv2d() {
     assert!(diff < 1e-4, "{diff}");
 }
 
-fn error_stats(est: &[f64], exact: &[f64]) -> (f64, f64) {
-    let n = est.len() as f64;
-    let diffs: Vec<f64> = est.iter().zip(exact).map(|(a, b)| a - b).collect();
-    let m = diffs.iter().sum::<f64>() / n;
-    let var = diffs.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0);
-    (m, (var / n).sqrt())
-}
-
 #[test]
 fn hutchinson_through_the_unet_agrees_with_the_exact_divergence() {
     // A tiny U-Net on 1×8×8 data (d = 64): the exact divergence takes 64 VJPs per batch; on 28×28 it
@@ -166,21 +157,9 @@ fn hutchinson_through_the_unet_agrees_with_the_exact_divergence() {
     }
 }
 
-fn write_unet(path: &Path, meta_edit: impl FnOnce(&mut HashMap<String, String>), tensor_edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>)) {
+fn write_unet(path: &Path, meta_edit: impl FnOnce(&mut HashMap<String, String>), tensor_edit: impl FnOnce(&mut NamedTensors)) {
     let net = tiny(3);
-    let mut meta = net.metadata();
-    meta_edit(&mut meta);
-    let mut ts = net.to_f32();
-    tensor_edit(&mut ts);
-    let views: Vec<F32Tensor<'_>> = ts.iter().map(|(n, s, v)| F32Tensor { name: n, shape: s.clone(), data: v }).collect();
-    write_safetensors(path, &views, &meta).unwrap();
-}
-
-fn load_err(path: &Path) -> String {
-    match load_model(path) {
-        Ok(_) => panic!("{} loaded", path.display()),
-        Err(e) => e.to_string(),
-    }
+    write_edited(path, net.metadata(), net.to_f32(), meta_edit, tensor_edit);
 }
 
 #[test]

@@ -1,8 +1,12 @@
 //! Shared truth for the integration tests: the experts, exact references and distances.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::path::Path;
+
+use wfrmix::io::{write_safetensors, F32Tensor};
 use wfrmix::rng::{self, Rng};
-use wfrmix::{GaussianMixture, SampleRun, VpSchedule};
+use wfrmix::{load_model, GaussianMixture, SampleRun, VpSchedule};
 
 /// DESIGN.md §4b's case: "up" has two modes at y = +2, "down" three modes at y = −2.
 pub fn up_down() -> (GaussianMixture, GaussianMixture) {
@@ -99,4 +103,39 @@ pub fn log_q0(g: &GaussianMixture, x: &[f64]) -> f64 {
 /// A seeded generator.
 pub fn rng(seed: u64) -> Rng {
     rng::seeded(seed)
+}
+
+/// Mean and standard error over particles of (estimate − exact) (divergence-estimator checks).
+pub fn error_stats(est: &[f64], exact: &[f64]) -> (f64, f64) {
+    let n = est.len() as f64;
+    let diffs: Vec<f64> = est.iter().zip(exact).map(|(a, b)| a - b).collect();
+    let m = diffs.iter().sum::<f64>() / n;
+    let var = diffs.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0);
+    (m, (var / n).sqrt())
+}
+
+/// A network's parameters as its `to_f32` gives them: (name, shape, values).
+pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// Write a network file with header `meta` and tensors `ts` after `meta_edit` and `tensor_edit` (to make
+/// bad files from a good network's).
+pub fn write_edited(
+    path: &Path,
+    mut meta: HashMap<String, String>,
+    mut ts: NamedTensors,
+    meta_edit: impl FnOnce(&mut HashMap<String, String>),
+    tensor_edit: impl FnOnce(&mut NamedTensors),
+) {
+    meta_edit(&mut meta);
+    tensor_edit(&mut ts);
+    let views: Vec<F32Tensor<'_>> = ts.iter().map(|(n, s, v)| F32Tensor { name: n, shape: s.clone(), data: v }).collect();
+    write_safetensors(path, &views, &meta).unwrap();
+}
+
+/// The message of the error that loading `path` gives (panics if it loads).
+pub fn load_err(path: &Path) -> String {
+    match load_model(path) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    }
 }
