@@ -72,7 +72,23 @@ pub fn write_safetensors(path: &Path, tensors: &[F32Tensor<'_>], metadata: &Hash
         path: path.to_path_buf(),
         cause: std::io::Error::other(e.to_string()),
     })?;
-    write_atomic(path, &out)
+    write_atomic(path, &sorted_header(out))
+}
+
+/// The same safetensors bytes with the JSON header's keys in sorted order. `safetensors::serialize`
+/// writes the metadata in `HashMap` order, which changes from run to run; sorting makes the file a
+/// function of its content, so the same recipe and seed give the same bytes. (serde_json's map is
+/// ordered by key; the header is re-padded with spaces to a multiple of 8 bytes, as the format asks.)
+fn sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length prefix")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("safetensors wrote valid JSON");
+    let mut h = serde_json::to_vec(&header).expect("a serde_json::Value always serialises");
+    h.resize(h.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + h.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }
 
 /// Write a JSON value, pretty-printed, atomically.
