@@ -132,6 +132,12 @@ impl Classifier {
         .map_err(backend("classifying images"))
     }
 
+    /// Weighted class fractions of a run's particles (by their final normalised weights): 10 values
+    /// summing to 1.
+    pub fn judge(&self, run: &crate::SampleRun) -> Result<Vec<f64>> {
+        Ok(class_fractions(&self.predict(&run.samples)?, Some(&run.weights())))
+    }
+
     /// Fraction of correctly classified images of a labelled set.
     pub fn accuracy(&self, set: &ImageSet) -> Result<f64> {
         let x: Vec<f64> = set.images.iter().map(|&p| p as f64).collect();
