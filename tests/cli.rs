@@ -1,5 +1,5 @@
-//! `mix-sample` end to end: outputs on success, a clear error and a non-zero exit (and no output
-//! file) on every kind of bad input.
+//! `mix-sample` (and `mix-train` without its dataset) end to end: outputs on success, a clear error and
+//! a non-zero exit (and no output file) on every kind of bad input.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -167,4 +167,32 @@ fn unwritable_outputs_fail_before_sampling_and_leave_nothing() {
     assert!(!out.exists(), "no picture written when the report path is bad");
     let leftovers: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(leftovers.iter().all(|f| !f.ends_with(".tmp")), "{leftovers:?}");
+}
+
+#[test]
+fn missing_fashion_mnist_names_the_debian_package_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let recipe = dir.join("r.json");
+    let out = dir.join("net.safetensors");
+    std::fs::write(
+        &recipe,
+        format!(
+            r#"{{"kind": "score_mlp", "data": "fashion-mnist:1,8", "out": "{}", "arch": {{"width": 8, "depth": 1, "time_freqs": 2, "max_freq": 10.0}},
+               "steps": 2, "batch": 4, "lr": 1e-3, "weight_decay": 0.0, "t_min": 0.001, "seed": 1}}"#,
+            out.display()
+        ),
+    )
+    .unwrap();
+    let res = Command::new(env!("CARGO_BIN_EXE_mix-train"))
+        .args(["--recipe", recipe.to_str().unwrap(), "--quiet"])
+        .env("FASHION_MNIST_DIR", dir.join("no-such-dir"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "{err}");
+    assert!(err.contains("no-such-dir") && err.contains("apt-get install dataset-fashion-mnist"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one-line error: {err}");
+    let left: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("r.json")], "nothing but the recipe in {}", dir.display());
 }
