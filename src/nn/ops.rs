@@ -21,6 +21,30 @@ fn f32s<'a>(s: &'a CpuStorage, name: &str) -> candle_core::Result<&'a [f32]> {
     }
 }
 
+/// Calls `f(pixel, tap, source_pixel)` for every in-image neighbour of every pixel of an h × w image
+/// in a 3×3 window with zero padding 1 (tap = kh·3 + kw; pixels row-major). im2col copies along these
+/// pairs and col2im, its adjoint, adds back along the same pairs.
+#[inline(always)]
+fn for_each_tap(h: usize, w: usize, mut f: impl FnMut(usize, usize, usize)) {
+    for y in 0..h {
+        for xx in 0..w {
+            for kh in 0..3 {
+                let sy = y as isize + kh as isize - 1;
+                if sy < 0 || sy >= h as isize {
+                    continue;
+                }
+                for kw in 0..3 {
+                    let sx = xx as isize + kw as isize - 1;
+                    if sx < 0 || sx >= w as isize {
+                        continue;
+                    }
+                    f(y * w + xx, kh * 3 + kw, sy as usize * w + sx as usize);
+                }
+            }
+        }
+    }
+}
+
 /// [B, H, W, C] → [B, H, W, 9·C + 1], column (kh·3 + kw)·C + c holding x[b, h + kh − 1, w + kw − 1, c]
 /// (zero outside the image); the last column is 1 (so that the bias is a row of the weight matrix).
 pub struct Im2col3;
@@ -41,26 +65,12 @@ impl CustomOp1 for Im2col3 {
         let c9 = 9 * c + 1;
         let mut out = vec![0f32; b * h * w * c9];
         out.par_chunks_mut(h * w * c9).zip(x.par_chunks(h * w * c)).for_each(|(o, xi)| {
-            for y in 0..h {
-                for xx in 0..w {
-                    let row = &mut o[(y * w + xx) * c9..(y * w + xx + 1) * c9];
-                    row[9 * c] = 1.0;
-                    for kh in 0..3 {
-                        let sy = y as isize + kh as isize - 1;
-                        if sy < 0 || sy >= h as isize {
-                            continue;
-                        }
-                        for kw in 0..3 {
-                            let sx = xx as isize + kw as isize - 1;
-                            if sx < 0 || sx >= w as isize {
-                                continue;
-                            }
-                            let src = (sy as usize * w + sx as usize) * c;
-                            row[(kh * 3 + kw) * c..(kh * 3 + kw + 1) * c].copy_from_slice(&xi[src..src + c]);
-                        }
-                    }
-                }
+            for p in 0..h * w {
+                o[p * c9 + 9 * c] = 1.0;
             }
+            for_each_tap(h, w, |p, tap, src| {
+                o[p * c9 + tap * c..p * c9 + (tap + 1) * c].copy_from_slice(&xi[src * c..(src + 1) * c]);
+            });
         });
         Ok((CpuStorage::F32(out), Shape::from((b, h, w, c9))))
     }
@@ -84,26 +94,10 @@ impl CustomOp1 for Col2im3 {
         let g = &f32s(s, "col2im3")?[start..start + b * h * w * c9];
         let mut out = vec![0f32; b * h * w * c];
         out.par_chunks_mut(h * w * c).zip(g.par_chunks(h * w * c9)).for_each(|(o, gi)| {
-            for y in 0..h {
-                for xx in 0..w {
-                    let row = &gi[(y * w + xx) * c9..(y * w + xx + 1) * c9];
-                    for kh in 0..3 {
-                        let sy = y as isize + kh as isize - 1;
-                        if sy < 0 || sy >= h as isize {
-                            continue;
-                        }
-                        for kw in 0..3 {
-                            let sx = xx as isize + kw as isize - 1;
-                            if sx < 0 || sx >= w as isize {
-                                continue;
-                            }
-                            let dst = (sy as usize * w + sx as usize) * c;
-                            let src = &row[(kh * 3 + kw) * c..(kh * 3 + kw + 1) * c];
-                            o[dst..dst + c].iter_mut().zip(src).for_each(|(a, b)| *a += b);
-                        }
-                    }
-                }
-            }
+            for_each_tap(h, w, |p, tap, dst| {
+                let src = &gi[p * c9 + tap * c..p * c9 + (tap + 1) * c];
+                o[dst * c..(dst + 1) * c].iter_mut().zip(src).for_each(|(a, b)| *a += b);
+            });
         });
         Ok((CpuStorage::F32(out), Shape::from((b, h, w, c))))
     }
