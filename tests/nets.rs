@@ -340,17 +340,26 @@ fn composing_networks_of_different_data_shapes_is_refused() {
 
 // ---------- Hugging Face cache references ----------
 
-#[test]
-fn hf_references_resolve_from_a_local_cache_only() {
+/// A hub cache laid out as hf-hub writes it, holding repo `wfrmix/mlp2d` at `commit` with the refs
+/// `refs` pointing to it and the shipped `files` copied under `subdir` of its snapshot.
+fn hf_cache(commit: &str, refs: &[&str], subdir: &str, files: &[&str]) -> (tempfile::TempDir, PathBuf) {
     let cache = tempfile::tempdir().unwrap();
-    let commit = "0123456789abcdef0123456789abcdef01234567";
     let repo = cache.path().join("models--wfrmix--mlp2d");
     std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), commit).unwrap();
-    std::fs::write(repo.join("refs/v1"), commit).unwrap();
-    let snap = repo.join("snapshots").join(commit).join("nets");
+    for r in refs {
+        std::fs::write(repo.join("refs").join(r), commit).unwrap();
+    }
+    let snap = repo.join("snapshots").join(commit).join(subdir);
     std::fs::create_dir_all(&snap).unwrap();
-    std::fs::copy(shipped("mlp2d_up.safetensors"), snap.join("mlp2d_up.safetensors")).unwrap();
+    for f in files {
+        std::fs::copy(shipped(f), snap.join(f)).unwrap();
+    }
+    (cache, snap)
+}
+
+#[test]
+fn hf_references_resolve_from_a_local_cache_only() {
+    let (cache, snap) = hf_cache("0123456789abcdef0123456789abcdef01234567", &["main", "v1"], "nets", &["mlp2d_up.safetensors"]);
 
     let r = HfRef::parse("hf:wfrmix/mlp2d/nets/mlp2d_up.safetensors@v1").unwrap();
     assert_eq!((r.repo.as_str(), r.file.as_str(), r.revision.as_str()), ("wfrmix/mlp2d", "nets/mlp2d_up.safetensors", "v1"));
@@ -425,16 +434,7 @@ fn mix_sample_refuses_bad_networks_and_writes_nothing() {
 
 #[test]
 fn mix_sample_composes_networks_from_an_hf_cache() {
-    let cache = tempfile::tempdir().unwrap();
-    let commit = "fedcba9876543210fedcba9876543210fedcba98";
-    let repo = cache.path().join("models--wfrmix--mlp2d");
-    std::fs::create_dir_all(repo.join("refs")).unwrap();
-    std::fs::write(repo.join("refs/main"), commit).unwrap();
-    let snap = repo.join("snapshots").join(commit);
-    std::fs::create_dir_all(&snap).unwrap();
-    for f in ["mlp2d_up.safetensors", "mlp2d_down.safetensors"] {
-        std::fs::copy(shipped(f), snap.join(f)).unwrap();
-    }
+    let (cache, _) = hf_cache("fedcba9876543210fedcba9876543210fedcba98", &["main"], "", &["mlp2d_up.safetensors", "mlp2d_down.safetensors"]);
     let out = cache.path().join("s.safetensors");
     let o = mix_sample(
         &[
