@@ -187,7 +187,6 @@ pub fn train_classifier(recipe: &ClassifierRecipe, dir: &Path, mut progress: imp
     let mut opt = candle_nn::AdamW::new(vars.clone(), params).map_err(backend("classifier optimiser"))?;
     let n = train.len();
     let total = recipe.epochs * n.div_ceil(recipe.batch);
-    let lr_final = recipe.lr_final.unwrap_or(recipe.lr);
     let mut step = 0;
     for _ in 0..recipe.epochs {
         // Fisher–Yates shuffle from our stream.
@@ -198,8 +197,7 @@ pub fn train_classifier(recipe: &ClassifierRecipe, dir: &Path, mut progress: imp
         }
         for chunk in idx.chunks(recipe.batch) {
             let b = chunk.len();
-            let cos = 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total as f64).cos());
-            opt.set_learning_rate(lr_final + (recipe.lr - lr_final) * cos);
+            opt.set_learning_rate(crate::train::lr_at(step, recipe.lr, recipe.lr_final, 0, total));
             let mut x = Vec::with_capacity(b * D_IN);
             let mut onehot = vec![0f32; b * N_CLASSES];
             for (r, &i) in chunk.iter().enumerate() {
