@@ -391,6 +391,12 @@ fn mix_sample(args: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> std::process:
     c.output().unwrap()
 }
 
+/// `mix-sample` on two models (64 particles, 20 steps), saving the samples to `out`, with the hub cache
+/// at `cache`.
+fn mix_two(a: &std::ffi::OsStr, b: &std::ffi::OsStr, out: &Path, cache: &Path) -> std::process::Output {
+    mix_sample(&["--models".as_ref(), a, b, "--particles".as_ref(), "64".as_ref(), "--steps".as_ref(), "20".as_ref(), "--save-samples".as_ref(), out.as_os_str()], &[("HF_HUB_CACHE", cache)])
+}
+
 #[test]
 fn mix_sample_refuses_bad_networks_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -412,20 +418,7 @@ fn mix_sample_refuses_bad_networks_and_writes_nothing() {
         (bad_arch.as_os_str(), "net.0.weight"),
         (std::ffi::OsStr::new("hf:nobody/nothing/x.safetensors"), "not in the Hugging Face cache"),
     ] {
-        let o = mix_sample(
-            &[
-                "--models".as_ref(),
-                up.as_os_str(),
-                second,
-                "--particles".as_ref(),
-                "64".as_ref(),
-                "--steps".as_ref(),
-                "20".as_ref(),
-                "--save-samples".as_ref(),
-                out.as_os_str(),
-            ],
-            &[("HF_HUB_CACHE", dir.path())],
-        );
+        let o = mix_two(up.as_os_str(), second, &out, dir.path());
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && err.contains(needle) && !err.contains("panicked"), "{needle}: {err}");
         assert!(!out.exists(), "partial output after: {err}");
@@ -436,20 +429,7 @@ fn mix_sample_refuses_bad_networks_and_writes_nothing() {
 fn mix_sample_composes_networks_from_an_hf_cache() {
     let (cache, _) = hf_cache("fedcba9876543210fedcba9876543210fedcba98", &["main"], "", &["mlp2d_up.safetensors", "mlp2d_down.safetensors"]);
     let out = cache.path().join("s.safetensors");
-    let o = mix_sample(
-        &[
-            "--models".as_ref(),
-            "hf:wfrmix/mlp2d/mlp2d_up.safetensors".as_ref(),
-            "hf:wfrmix/mlp2d/mlp2d_down.safetensors".as_ref(),
-            "--particles".as_ref(),
-            "64".as_ref(),
-            "--steps".as_ref(),
-            "20".as_ref(),
-            "--save-samples".as_ref(),
-            out.as_os_str(),
-        ],
-        &[("HF_HUB_CACHE", cache.path())],
-    );
+    let o = mix_two("hf:wfrmix/mlp2d/mlp2d_up.safetensors".as_ref(), "hf:wfrmix/mlp2d/mlp2d_down.safetensors".as_ref(), &out, cache.path());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out.exists());
 }
