@@ -427,7 +427,7 @@ impl<'a> Sampler<'a> {
 
             let ws = weights.step(&inc, &cfg.resample, s, &mut rng);
             if let Some(idx) = &ws.ancestors {
-                origin = idx.iter().map(|&a| origin[a]).collect();
+                origin = gather_rows(&origin, 1, idx);
                 x = gather_rows(&x, d, idx);
                 ell = gather_rows(&ell, k, idx);
                 drift = gather_rows(&drift, d, idx);
