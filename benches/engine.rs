@@ -24,13 +24,14 @@ fn bench(c: &mut Criterion) {
     for d in [2usize, 64] {
         let (a, b) = (expert(2, d, 1.0, 1), expert(3, d, -1.0, 2));
         let cases = [
-            ("state", MixtureMethod::State, DivergenceEstimator::Exact),
-            ("fr+vjp", MixtureMethod::Fr, DivergenceEstimator::Vjp { probes: 1, probe: Probe::Rademacher }),
-            ("fr+fd", MixtureMethod::Fr, DivergenceEstimator::Fd { probes: 1, probe: Probe::Rademacher, step: 1e-2 }),
+            ("state", MixtureMethod::State, DivergenceEstimator::exact()),
+            ("fr+vjp", MixtureMethod::Fr, DivergenceEstimator::vjp(1, Probe::Rademacher).unwrap()),
+            ("fr+fd", MixtureMethod::Fr, DivergenceEstimator::fd(1, Probe::Rademacher, 1e-2).unwrap()),
         ];
         for (name, method, divergence) in cases {
             let cfg = SamplerConfig { particles: n, steps, divergence, ..Default::default() };
-            let s = Sampler::new(&[&a, &b], Composition::mixture(&[0.7, 0.3], method).unwrap(), cfg).unwrap();
+            let models = [&a, &b];
+            let s = Sampler::new(&models, Composition::mixture(&[0.7, 0.3], method).unwrap(), cfg).unwrap();
             g.bench_function(format!("d{d}/{name}"), |bch| bch.iter(|| s.run(|_| {}).unwrap()));
         }
     }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use wfrmix::energy::DoubleWell;
+use wfrmix::wfr::energy::DoubleWell;
 use wfrmix::rng::seeded;
 use wfrmix::wfr::{Kde, KdeMethod, WfrConfig, WfrSampler};
 

@@ -8,7 +8,7 @@
 //!
 //! cargo run --release --example compare_methods
 
-use wfrmix::metrics::sliced_w1;
+use wfrmix::report::metrics::sliced_w1;
 use wfrmix::{rng, Composition, GaussianMixture, Integrator, MixtureMethod, Sampler, SamplerConfig, TimeGrid, VpSchedule};
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -31,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for method in [MixtureMethod::State, MixtureMethod::Fr, MixtureMethod::Naive] {
         let (mut fr, mut w1, mut ess, mut wall) = (vec![], vec![], vec![], vec![]);
         for seed in 0..seeds {
-            let cfg = SamplerConfig { particles: n, steps, seed, divergence: wfrmix::DivergenceEstimator::Exact, ..Default::default() };
+            let cfg = SamplerConfig { particles: n, steps, seed, divergence: wfrmix::DivergenceEstimator::exact(), ..Default::default() };
             let r = Sampler::new(&[&up, &down], Composition::mixture(&[1.0 - beta, beta], method)?, cfg)?.run(|_| {})?;
             fr.push(r.weighted_mean(|x| if x[1] < 0.0 { 1.0 } else { 0.0 }));
             w1.push(sliced_w1(&r.samples, &r.weights(), &truth.sample(n, &mut rng::seeded(300 + seed)), 2, 16));
@@ -59,9 +59,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| integrator, grid | corrector | max mean error | max variance error | log Z | wall s / run |");
     println!("|---|---|---|---|---|---|");
     for (int, grid, corr) in [
-        (Integrator::EulerMaruyama, TimeGrid::Uniform, 0),
+        (Integrator::EulerMaruyama, TimeGrid::uniform(), 0),
         (Integrator::Ancestral, TimeGrid::default(), 0),
-        (Integrator::EulerMaruyama, TimeGrid::Uniform, 1),
+        (Integrator::EulerMaruyama, TimeGrid::uniform(), 1),
         (Integrator::Ancestral, TimeGrid::default(), 1),
     ] {
         let (mut me, mut ve, mut lz, mut wall) = (vec![], vec![], vec![], vec![]);

@@ -1,4 +1,4 @@
-//! The double-well teleportation experiment (DESIGN.md §7): a tilted double well with a barrier of 6 in
+//! The double-well teleportation experiment (maths §7): a tilted double well with a barrier of 6 in
 //! units of U holds 80% of its mass in the right-hand well; 16384 particles start with 90% in the left
 //! well. Plain Langevin has to cross the barrier (Kramers rate ≈ e^{−6}); WFR moves mass between the
 //! wells through its birth–death weights at a rate that does not depend on the barrier.
@@ -10,7 +10,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use wfrmix::wfr::{plot_teleport, teleport_experiment, TeleportConfig};
+use wfrmix::report::wfr::plot_teleport;
+use wfrmix::wfr::{teleport_experiment, TeleportConfig};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,7 +30,7 @@ fn main() -> anyhow::Result<()> {
     let res = teleport_experiment(&cfg, &mut wfrmix::rng::seeded(seed))?;
     let secs = t0.elapsed().as_secs_f64();
     let truth = res.target.right_mass();
-    println!("{}", wfrmix::energy::Energy::describe(&res.target));
+    println!("{}", wfrmix::wfr::energy::Energy::describe(&res.target));
     println!("true right-well mass {truth:.4}; start {:.2}; N = {}, dt = {}, seed {seed}", 1.0 - cfg.start_left_fraction, cfg.particles, cfg.dt);
     println!("{:>6} {:>10} {:>10}", "tau", "Langevin", "WFR");
     let mut rows = Vec::new();

@@ -6,7 +6,7 @@ use wfrmix::{load_model, rng};
 fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().collect();
     let net = load_model(std::path::Path::new(&a[1]))?;
-    let data: Data = format!("fashion-mnist:{}", a[2]).parse::<DataSource>()?.open()?;
+    let data: Data = format!("fashion-mnist:{}", a[2]).parse::<DataSource>()?.open(std::path::Path::new(wfrmix::io::idx::FASHION_MNIST_DIR))?;
     let mut r = rng::seeded(3);
     let n = 64;
     let d = net.dim();

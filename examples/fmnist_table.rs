@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
-use wfrmix::data::FASHION_CLASSES;
-use wfrmix::nn::classifier::Classifier;
+use wfrmix::io::idx::FASHION_CLASSES;
+use wfrmix::nets::classifier::Classifier;
 use wfrmix::{load_model, ComposeKind, CompositionSpec, MixtureMethod, Sampler, SamplerConfig, ScoreModel};
 
 struct Row {
@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The classifier's verdict on real test images of each expert's classes: the most a perfect expert
     // could score on the "own classes" criterion with this judge.
-    let test = wfrmix::data::load_fashion_mnist(&wfrmix::train::fashion_mnist_dir(), wfrmix::data::Split::Test, None)?;
+    let test = wfrmix::io::idx::load_fashion_mnist(std::path::Path::new(wfrmix::io::idx::FASHION_MNIST_DIR), wfrmix::io::idx::Split::Test, None)?;
     let x: Vec<f64> = test.images.iter().map(|&p| p as f64).collect();
     let pred = classifier.predict(&x)?;
     println!("Classifier on real test images of each expert's classes (the ceiling of the own-class fraction):\n");
@@ -74,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let refs: Vec<&dyn ScoreModel> = models.iter().map(|m| m.as_ref()).collect();
         let config = SamplerConfig { particles, steps, seed, ..SamplerConfig::default() };
         let run = Sampler::new(&refs, row.spec.build()?, config)?.run(|_| {})?;
-        let f = classifier.judge(&run)?;
+        let f = wfrmix::report::classes::judge(&classifier, &run)?;
         let target: f64 = row.target.iter().map(|&c| f[c as usize]).sum();
         let mut order: Vec<usize> = (0..10).collect();
         order.sort_by(|&i, &j| f[j].total_cmp(&f[i]));

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
-use wfrmix::nn::{CandleMlp, ScoreMlp};
+use wfrmix::nets::{CandleMlp, ScoreMlp};
 use wfrmix::train::{Recipe, Trainer};
 use wfrmix::ScoreModel;
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use candle_core::{Tensor, Var};
-use wfrmix::nn::{NetInfo, ScoreUnet, UnetConfig};
+use wfrmix::nets::{NetInfo, ScoreUnet, UnetConfig};
 use wfrmix::{rng, ScoreModel};
 
 fn main() -> anyhow::Result<()> {
@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
     // A training step: forward + backward with every parameter a variable.
     let vars: Vec<(String, Var)> = net.to_f32().into_iter().map(|(n, s, v)| (n, Var::from_tensor(&Tensor::from_vec(v, s, &candle_core::Device::Cpu).unwrap()).unwrap())).collect();
     let params: HashMap<String, Tensor> = vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
-    let g = wfrmix::nn::UnetGraph { cfg: &cfg, params: &params };
+    let g = wfrmix::nets::UnetGraph { cfg: &cfg, params: &params };
     let xt = Tensor::from_vec(x.iter().map(|&a| a as f32).collect::<Vec<f32>>(), (batch, 1, 28, 28), &candle_core::Device::Cpu)?;
     let et = Tensor::ones((batch, 32), candle_core::DType::F32, &candle_core::Device::Cpu)?;
     let t0 = Instant::now();

@@ -1,33 +1,43 @@
-//! wfrmix: sample compositions of diffusion models (mixtures, products, annealed and power-mean
-//! versions) and unnormalized multimodal densities by simulating weighted SDEs.
+//! wfrmix: sample compositions of diffusion models (mixtures, products, annealed, geometric and
+//! power-mean versions) and unnormalized multimodal densities by simulating weighted SDEs.
 //!
-//! The maths lives in `shared/DESIGN.md`; each module's header says which section it implements.
+//! The maths the code implements is the [`maths`] page (`docs/maths.md`); module headers cite its
+//! sections as "maths §N".
+//!
+//! Rooms, lowest first (a room names only rooms above it in this list, never below):
+//! [`error`], [`rng`] → [`io`] → [`schedule`] → [`model`] → [`nets`] → [`registry`];
+//! [`particles`], [`compose`] → [`diffusion`]; [`wfr`]; [`train`]; [`report`] (uses them all).
 
 pub mod compose;
-pub mod data;
-pub mod divergence;
-pub mod energy;
+pub mod diffusion;
 pub mod error;
 pub mod io;
-pub mod hub;
-pub mod metrics;
+pub mod jobs;
 pub mod model;
-pub mod nn;
-pub mod output;
+pub mod nets;
 pub mod particles;
-pub mod plot;
+pub mod registry;
+pub mod report;
 pub mod rng;
-pub mod sampler;
 pub mod schedule;
-pub mod tensors;
 pub mod train;
-pub mod train_unet;
 pub mod wfr;
 
-pub use error::{Error, Result};
+/// The maths the code implements: forward process and schedules, the reverse step, the Feynman–Kac
+/// weight of any (drift, target) pair, every composition, divergence estimates, weights and resampling,
+/// WFR on energies, and the closed-form cases the tests check against.
+#[doc = include_str!("../docs/maths.md")]
+pub mod maths {}
+
 pub use compose::{ComposeKind, Composition, CompositionSpec, MixtureMethod};
-pub use divergence::{DivergenceEstimator, Probe};
-pub use model::{load_model, GaussianMixture, ScoreModel};
+pub use diffusion::{DivergenceEstimator, Integrator, Probe, SampleRun, Sampler, SamplerConfig, StepInfo};
+pub use error::{Error, Result};
+pub use model::{GaussianMixture, ScoreModel};
 pub use particles::{ResamplePolicy, Resampler};
-pub use sampler::{Integrator, SampleRun, Sampler, SamplerConfig, StepInfo};
+pub use registry::load_model;
 pub use schedule::{TimeGrid, VpSchedule};
+
+/// The README's code blocks, compiled and run as doctests (its library example must keep working).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

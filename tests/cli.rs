@@ -66,7 +66,7 @@ fn writes_samples_report_and_picture() {
     ];
     let (ok, _, err) = mix_sample(&args);
     assert!(ok, "{err}");
-    let f = wfrmix::tensors::TensorFile::open(&smp).unwrap();
+    let f = wfrmix::io::tensors::TensorFile::open(&smp).unwrap();
     let (shape, samples) = f.tensor_f64("samples").unwrap();
     assert_eq!(shape, vec![300, 2]);
     assert!(samples.iter().all(|v| v.is_finite()));
@@ -84,7 +84,7 @@ fn writes_samples_report_and_picture() {
     let args2 = ["--models", a.to_str().unwrap(), b.to_str().unwrap(), "--compose", "geometric", "--beta", "0.3", "--particles", "300", "--steps", "50", "--save-samples", smp2.to_str().unwrap()];
     assert!(mix_sample(&args2).0);
     // Same seed, same samples (the header's metadata order may differ; the tensors may not).
-    let again = wfrmix::tensors::TensorFile::open(&smp2).unwrap().tensor_f64("samples").unwrap().1;
+    let again = wfrmix::io::tensors::TensorFile::open(&smp2).unwrap().tensor_f64("samples").unwrap().1;
     assert!(again == samples, "a second run with the same seed gave different samples");
 }
 

@@ -1,4 +1,4 @@
-//! Compositions against closed-form truth (DESIGN.md §8). Every tolerance is derived from the
+//! Compositions against closed-form truth (maths §8). Every tolerance is derived from the
 //! statistics of the test, stated beside it.
 
 mod common;
@@ -79,7 +79,7 @@ fn naive_score_averaging_is_measurably_biased() {
 
 #[test]
 fn fisher_rao_correction_is_unbiased_where_experts_overlap() {
-    // Overlapping experts (DESIGN §4b: fr needs overlap). Target mean x = 0.7·(−0.5) + 0.3·0.7 = −0.14.
+    // Overlapping experts (maths §4b: fr needs overlap). Target mean x = 0.7·(−0.5) + 0.3·0.7 = −0.14.
     let s = wfrmix::VpSchedule::default();
     let a = GaussianMixture::new(vec![-0.5, 0.0], vec![0.6, 0.6], vec![1.0], 2, s).unwrap();
     let b = GaussianMixture::new(vec![0.7, 0.3], vec![0.8, 0.5], vec![1.0], 2, s).unwrap();
@@ -91,7 +91,7 @@ fn fisher_rao_correction_is_unbiased_where_experts_overlap() {
         let xs: Vec<f64> = (0..seeds)
             .map(|seed| {
                 let mut c = cfg(n, 1000, 40 + seed);
-                c.divergence = DivergenceEstimator::Exact;
+                c.divergence = DivergenceEstimator::exact();
                 moments(&run(&[&a, &b], Composition::mixture(&[1.0 - beta, beta], method).unwrap(), c)).0[0]
             })
             .collect();
@@ -164,7 +164,7 @@ fn surviving_lineages_count_the_initial_particles_with_descendants() {
 
 #[test]
 fn product_log_z_in_1d_is_unbiased() {
-    // MATH-NOTES §4.3's pair q1 = N(−0.5, 0.6²), q2 = N(0.7, 0.8²): log ∫q1 q2 = −1.639. Pure FK
+    // maths §9.3's pair q1 = N(−0.5, 0.6²), q2 = N(0.7, 0.8²): log ∫q1 q2 = −1.639. Pure FK
     // weights (no corrector). Run-to-run sd at N = 20 000 measured 0.09 (10 seeds); the mean of 3
     // runs has sd 0.052, so allow 4 sd = 0.21.
     let s = wfrmix::VpSchedule::default();
@@ -248,9 +248,9 @@ fn reduced_noise_with_hutchinson_tracking_keeps_the_mixture_fraction() {
     let n = 4000;
     let sd = (f_true * (1.0 - f_true) / n as f64).sqrt();
     for (eta, est) in [
-        (0.5, DivergenceEstimator::Vjp { probes: 1, probe: Probe::Rademacher }),
-        (0.5, DivergenceEstimator::Fd { probes: 1, probe: Probe::Gaussian, step: 1e-2 }),
-        (0.0, DivergenceEstimator::Vjp { probes: 2, probe: Probe::Rademacher }),
+        (0.5, DivergenceEstimator::vjp(1, Probe::Rademacher).unwrap()),
+        (0.5, DivergenceEstimator::fd(1, Probe::Gaussian, 1e-2).unwrap()),
+        (0.0, DivergenceEstimator::vjp(2, Probe::Rademacher).unwrap()),
     ] {
         let mut c = cfg(n, 1000, 9);
         c.noise_scale = eta;
@@ -286,7 +286,7 @@ fn tracked_log_densities_converge_to_the_exact_ones() {
     let (m1, s1) = ell_errors(1000);
     let (m4, s4) = ell_errors(4000);
     eprintln!("tracked ℓ − exact: 1000 steps {m1:+.4} ± {s1:.4}; 4000 steps {m4:+.4} ± {s4:.4}");
-    // Pathwise the tracked log-density converges like √h (MATH-NOTES §4.1): 4x the steps halves the sd
+    // Pathwise the tracked log-density converges like √h (maths §9.8): 4x the steps halves the sd
     // (ratio 0.5; its sampling error with 2000 particles is ≈ 2%, allow 0.4–0.6); the mean error is
     // O(h) and must drop by at least half. At 1000 steps it stays below 0.1 nats.
     assert!((0.4..0.6).contains(&(s4 / s1)), "sd ratio {}", s4 / s1);

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use wfrmix::nn::classifier::Classifier;
+use wfrmix::nets::classifier::Classifier;
 use wfrmix::{load_model, ComposeKind, CompositionSpec, MixtureMethod, Sampler, SamplerConfig, ScoreModel};
 
 fn weights(name: &str) -> PathBuf {
@@ -23,7 +23,7 @@ fn fractions(experts: &[&str], kind: ComposeKind, beta: Option<f64>, particles: 
     let spec = CompositionSpec { kind, n_models: refs.len(), coefficients: None, beta, method: MixtureMethod::State, m: 2.0, gamma: 1.0 };
     let cfg = SamplerConfig { particles, seed, ..SamplerConfig::default() };
     let run = Sampler::new(&refs, spec.build().unwrap(), cfg).unwrap().run(|_| {}).unwrap();
-    Classifier::load(&weights("fmnist_classifier.safetensors")).unwrap().judge(&run).unwrap()
+    wfrmix::report::classes::judge(&Classifier::load(&weights("fmnist_classifier.safetensors")).unwrap(), &run).unwrap()
 }
 
 fn share(f: &[f64], classes: &[usize]) -> f64 {

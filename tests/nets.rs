@@ -8,8 +8,8 @@ use common::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use wfrmix::hub::{resolve_model_ref, HfRef};
-use wfrmix::nn::{MlpConfig, NetInfo, ScoreMlp};
+use wfrmix::io::hub::{resolve_model_ref, HfRef};
+use wfrmix::nets::{MlpConfig, NetInfo, ScoreMlp};
 use wfrmix::train::{dsm_loss, DataSource, Recipe, Trainer};
 use wfrmix::{
     load_model, Composition, DivergenceEstimator, Error, GaussianMixture, MixtureMethod, Probe, Sampler, SamplerConfig, ScoreModel,
@@ -94,7 +94,7 @@ fn candle_training_graph_matches_the_inference_path() {
     use candle_core::{Device, Tensor};
     let net = random_net(2, MlpConfig::default(), 5);
     let cfg = net.config();
-    let cm = wfrmix::nn::CandleMlp::new(&net, &Device::Cpu).unwrap();
+    let cm = wfrmix::nets::CandleMlp::new(&net, &Device::Cpu).unwrap();
     let n = 64;
     let x = points(2, n, 6);
     let t = 0.37;
@@ -111,7 +111,7 @@ fn candle_training_graph_matches_the_inference_path() {
 
 #[test]
 fn hutchinson_estimators_agree_with_the_exact_divergence() {
-    // Exact: d VJPs with the basis vectors (DivergenceEstimator::Exact on a model without a closed form).
+    // Exact: d VJPs with the basis vectors (DivergenceEstimator::exact() on a model without a closed form).
     // Hutchinson (vjp and fd, Rademacher and Gaussian) is unbiased per particle, so the mean of
     // (estimate − exact) over N = 2000 particles must be within 4 standard errors, the standard error
     // computed from the per-particle spread. The fd estimator's O(h²) bias (h = 1e-3) is negligible.
@@ -121,7 +121,7 @@ fn hutchinson_estimators_agree_with_the_exact_divergence() {
         let x = points(d, n, 21);
         for &t in &[0.05, 0.5] {
             let mut exact = vec![0.0; n];
-            DivergenceEstimator::Exact.estimate(net.as_ref(), &x, t, &mut rng(0), &mut exact).unwrap();
+            DivergenceEstimator::exact().estimate(net.as_ref(), &x, t, &mut rng(0), &mut exact).unwrap();
             // The exact divergence from d VJPs equals the trace of the FD Jacobian: spot-check one particle.
             for (kind, probe) in [("vjp", Probe::Rademacher), ("vjp", Probe::Gaussian), ("fd", Probe::Rademacher)] {
                 let est_kind = DivergenceEstimator::new(kind, 1, probe, 1e-3).unwrap();
@@ -141,7 +141,7 @@ fn exact_divergence_by_vjps_matches_the_fd_jacobian_trace() {
     let x = points(2, 8, 31);
     let t = 0.1;
     let mut exact = vec![0.0; 8];
-    DivergenceEstimator::Exact.estimate(net.as_ref(), &x, t, &mut rng(0), &mut exact).unwrap();
+    DivergenceEstimator::exact().estimate(net.as_ref(), &x, t, &mut rng(0), &mut exact).unwrap();
     let h = 1e-4;
     for b in 0..8 {
         let mut tr = 0.0;
@@ -178,13 +178,14 @@ fn tiny_recipe(out: &Path, steps: usize) -> Recipe {
         checkpoint_every: 0,
         checkpoint: None,
         name: Some("tiny".into()),
+        data_dir: wfrmix::io::idx::FASHION_MNIST_DIR.into(),
     }
 }
 
 #[test]
 fn short_training_reduces_the_dsm_loss_deterministically_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let data = DataSource::Gmm(shipped("gmm2d_up.safetensors")).open().unwrap();
+    let data = DataSource::Gmm(shipped("gmm2d_up.safetensors")).open(std::path::Path::new("unused")).unwrap();
     let recipe = tiny_recipe(&dir.path().join("tiny.safetensors"), 300);
     let mut a = Trainer::new(recipe.clone()).unwrap();
     // Held-out DSM loss, 4000 fixed draws: its Monte-Carlo sd is ~0.02 (the per-draw loss has sd ≲ 1),
@@ -365,7 +366,7 @@ fn hf_references_resolve_from_a_local_cache_only() {
     assert_eq!((r.repo.as_str(), r.file.as_str(), r.revision.as_str()), ("wfrmix/mlp2d", "nets/mlp2d_up.safetensors", "v1"));
     let path = resolve_model_ref("hf:wfrmix/mlp2d/nets/mlp2d_up.safetensors", Some(cache.path())).unwrap();
     assert_eq!(path, snap.join("mlp2d_up.safetensors"));
-    let m = wfrmix::hub::load_model_ref("hf:wfrmix/mlp2d/nets/mlp2d_up.safetensors@v1", Some(cache.path())).unwrap();
+    let m = wfrmix::registry::Loader::default().hf_cache(cache.path()).load("hf:wfrmix/mlp2d/nets/mlp2d_up.safetensors@v1").unwrap();
     assert_eq!(m.data_shape(), &[2]);
     // Plain paths pass through.
     assert_eq!(resolve_model_ref("weights/x.safetensors", Some(cache.path())).unwrap(), PathBuf::from("weights/x.safetensors"));
@@ -516,7 +517,7 @@ fn candle_gradients_match_finite_differences_and_the_hand_written_vjp() {
     let input: Vec<f32> = x.chunks(2).flat_map(|r| r.iter().chain(e.iter()).map(|&v| v as f32).collect::<Vec<_>>()).collect();
     let xin = Var::from_tensor(&Tensor::from_vec(input, (n, 2 + e.len()), &dev).unwrap()).unwrap();
     let yt = Tensor::from_vec(y.iter().map(|&v| v as f32).collect::<Vec<_>>(), (n, 2), &dev).unwrap();
-    let cm = wfrmix::nn::CandleMlp::new(&net, &dev).unwrap();
+    let cm = wfrmix::nets::CandleMlp::new(&net, &dev).unwrap();
     let out = cm.forward(xin.as_tensor()).unwrap();
     let loss = (out.clone() - &yt).unwrap().sqr().unwrap().mean_all().unwrap();
     let grads = loss.backward().unwrap();

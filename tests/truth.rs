@@ -123,13 +123,13 @@ fn hutchinson_estimates_are_unbiased() {
     let mut exact = vec![0.0; n];
     g.divergence(&x, t, &mut exact).unwrap();
     let mut via_vjp = vec![0.0; n];
-    DivergenceEstimator::Exact.estimate(&g, &x, t, &mut rng(0), &mut via_vjp).unwrap();
+    DivergenceEstimator::exact().estimate(&g, &x, t, &mut rng(0), &mut via_vjp).unwrap();
     // With the model's own divergence available Exact uses it; check d VJPs separately below.
     assert_eq!(exact, via_vjp);
     for est in [
-        DivergenceEstimator::Vjp { probes: 1, probe: Probe::Rademacher },
-        DivergenceEstimator::Vjp { probes: 1, probe: Probe::Gaussian },
-        DivergenceEstimator::Fd { probes: 1, probe: Probe::Rademacher, step: 1e-3 },
+        DivergenceEstimator::vjp(1, Probe::Rademacher).unwrap(),
+        DivergenceEstimator::vjp(1, Probe::Gaussian).unwrap(),
+        DivergenceEstimator::fd(1, Probe::Rademacher, 1e-3).unwrap(),
     ] {
         let reps = 200;
         let mut r = rng(10);
@@ -194,7 +194,7 @@ fn exact_divergence_through_vjps_equals_the_closed_form() {
     let x = points(100, 4, 12);
     let (mut a, mut b) = (vec![0.0; 100], vec![0.0; 100]);
     g.divergence(&x, 0.1, &mut a).unwrap();
-    DivergenceEstimator::Exact.estimate(&m, &x, 0.1, &mut rng(0), &mut b).unwrap();
+    DivergenceEstimator::exact().estimate(&m, &x, 0.1, &mut rng(0), &mut b).unwrap();
     assert!(a.iter().zip(&b).all(|(u, v)| (u - v).abs() < 1e-9 * (1.0 + u.abs())));
     // A model without VJPs cannot use the vjp estimator: a clear error, not a panic.
     struct ScoreOnly;
@@ -212,7 +212,7 @@ fn exact_divergence_through_vjps_equals_the_closed_form() {
             Ok(())
         }
     }
-    let err = DivergenceEstimator::Vjp { probes: 1, probe: Probe::Rademacher }.check(&ScoreOnly).unwrap_err();
+    let err = DivergenceEstimator::vjp(1, Probe::Rademacher).unwrap().check(&ScoreOnly).unwrap_err();
     assert!(err.to_string().contains("score-only") && err.to_string().contains("fd"), "{err}");
 }
 

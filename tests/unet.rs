@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor, Var};
 use common::{error_stats, load_err, rng, write_edited, NamedTensors};
-use wfrmix::nn::{NetInfo, ScoreUnet, UnetConfig};
+use wfrmix::nets::{NetInfo, ScoreUnet, UnetConfig};
 use wfrmix::{load_model, model::check_compatible, DivergenceEstimator, Error, Probe, ScoreModel};
 
 fn info(shape: &[usize]) -> NetInfo {
@@ -84,7 +84,7 @@ fn group_norm_gradients_match_finite_differences() {
     let gam: Vec<f64> = normal(c, 4).iter().map(|v| 1.0 + 0.3 * v).collect();
     let bet = normal(c, 5);
     let probe = normal(b * h * w * c, 6);
-    let op = || wfrmix::nn::ops::GroupNorm { groups: g, eps: 1e-5 };
+    let op = || wfrmix::nets::ops::GroupNorm { groups: g, eps: 1e-5 };
     let value = |x: &[f64], ga: &[f64], be: &[f64]| -> f64 {
         let y = f(x.to_vec(), &[b, h, w, c]).apply_op3(&f(ga.to_vec(), &[c]), &f(be.to_vec(), &[c]), op()).unwrap();
         let y: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
@@ -126,7 +126,7 @@ fn im2col_convolution_equals_candle_conv2d() {
     let x = Tensor::randn(0f32, 1.0, (b, c, h, w), &dev).unwrap();
     let k = Tensor::randn(0f32, 1.0, (co, c, 3, 3), &dev).unwrap();
     let reference = x.conv2d(&k, 1, 1, 1, 1).unwrap();
-    let cols = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap().apply_op1(wfrmix::nn::ops::Im2col3).unwrap();
+    let cols = x.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap().apply_op1(wfrmix::nets::ops::Im2col3).unwrap();
     let wm = k.permute((0, 2, 3, 1)).unwrap().reshape((co, 9 * c)).unwrap().t().unwrap();
     let wm = Tensor::cat(&[&wm, &Tensor::zeros((1, co), candle_core::DType::F32, &dev).unwrap()], 0).unwrap();
     let ours = cols.reshape((b * h * w, 9 * c + 1)).unwrap().matmul(&wm).unwrap().reshape((b, h, w, co)).unwrap().permute((0, 3, 1, 2)).unwrap();
@@ -144,7 +144,7 @@ fn hutchinson_through_the_unet_agrees_with_the_exact_divergence() {
     let x = normal(n * 64, 30);
     for &t in &[0.05, 0.5] {
         let mut exact = vec![0.0; n];
-        DivergenceEstimator::Exact.estimate(&net, &x, t, &mut rng(0), &mut exact).unwrap();
+        DivergenceEstimator::exact().estimate(&net, &x, t, &mut rng(0), &mut exact).unwrap();
         let mean_exact = exact.iter().sum::<f64>() / n as f64;
         for (kind, probe) in [("vjp", Probe::Rademacher), ("vjp", Probe::Gaussian), ("fd", Probe::Rademacher)] {
             let est_kind = DivergenceEstimator::new(kind, 1, probe, 1e-2).unwrap();
@@ -217,7 +217,7 @@ fn shipped(name: &str) -> PathBuf {
 }
 
 fn have_fashion_mnist() -> bool {
-    wfrmix::train::fashion_mnist_dir().exists()
+    std::path::PathBuf::from(wfrmix::io::idx::FASHION_MNIST_DIR).exists()
 }
 
 #[test]
@@ -227,8 +227,8 @@ fn shipped_classifier_accuracy_on_the_test_set() {
         eprintln!("skipped: no classifier or no Fashion-MNIST");
         return;
     }
-    let clf = wfrmix::nn::classifier::Classifier::load(&path).unwrap();
-    let test = wfrmix::data::load_fashion_mnist(&wfrmix::train::fashion_mnist_dir(), wfrmix::data::Split::Test, None).unwrap();
+    let clf = wfrmix::nets::classifier::Classifier::load(&path).unwrap();
+    let test = wfrmix::io::idx::load_fashion_mnist(std::path::Path::new(wfrmix::io::idx::FASHION_MNIST_DIR), wfrmix::io::idx::Split::Test, None).unwrap();
     let acc = clf.accuracy(&test).unwrap();
     eprintln!("classifier test accuracy {acc:.4} on {} images", test.len());
     assert!(acc >= 0.90, "{acc}");
@@ -243,19 +243,19 @@ fn unet_recipe_trains_and_writes_a_self_describing_file() {
     }
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/unet_fmnist_a.json")).unwrap();
-    let mut recipe: wfrmix::train_unet::UnetRecipe = serde_json::from_str(&text).unwrap();
+    let mut recipe: wfrmix::train::unet::UnetRecipe = serde_json::from_str(&text).unwrap();
     // Two steps of a narrower net on a small batch: the pipeline, not the quality.
     recipe.arch.channels = vec![8, 8];
     recipe.arch.groups = 4;
     recipe.batch = 4;
     recipe.steps = 2;
     recipe.out = dir.path().join("u.safetensors");
-    let mut tr = wfrmix::train_unet::UnetTrainer::new(recipe.clone()).unwrap();
+    let mut tr = wfrmix::train::unet::UnetTrainer::new(recipe.clone()).unwrap();
     let l1 = tr.step().unwrap();
     let l2 = tr.step().unwrap();
     assert!(l1.is_finite() && l2.is_finite());
     tr.save(&recipe.out).unwrap();
-    let f = wfrmix::tensors::TensorFile::open(&recipe.out).unwrap();
+    let f = wfrmix::io::tensors::TensorFile::open(&recipe.out).unwrap();
     assert_eq!(f.metadata("kind"), Some("score_unet"));
     assert_eq!(f.metadata("trained_on"), Some("fashion-mnist:1,8"));
     assert_eq!(f.metadata("data_shape"), Some("[1,28,28]"));
@@ -269,7 +269,7 @@ fn unet_recipe_trains_and_writes_a_self_describing_file() {
 /// central differences (f64 inference path, h = 1e-4), and the skip term itself.
 #[test]
 fn mlp_input_skip_gradient_matches_finite_differences() {
-    use wfrmix::nn::{MlpConfig, ScoreMlp};
+    use wfrmix::nets::{MlpConfig, ScoreMlp};
     let d = 16;
     let mk = |skip| ScoreMlp::init(MlpConfig { width: 24, depth: 2, time_freqs: 4, max_freq: 50.0, skip }, info(&[d]), &mut rng(9)).unwrap();
     let (with, without) = (mk(true), mk(false));

@@ -1,7 +1,7 @@
-//! Tests of the WFR samplers against exact answers (MATH-NOTES §2.5, §2.6; DESIGN.md §7). Every
+//! Tests of the WFR samplers against exact answers (maths §9.5, §9.6, §7). Every
 //! tolerance is derived from the statistics of the test (stated next to the assertion).
 
-use wfrmix::energy::{DoubleWell, Energy, GaussianEnergy, ManyWell};
+use wfrmix::wfr::energy::{DoubleWell, Energy, GaussianEnergy, ManyWell};
 use wfrmix::particles::{ResamplePolicy, Resampler};
 use wfrmix::rng::{self, Rng};
 use wfrmix::wfr::{
@@ -37,7 +37,7 @@ fn masses_at(sampler: &WfrSampler, target: &dyn Energy, x0: Vec<f64>, seed: u64,
 
 #[test]
 fn langevin_long_run_matches_exact_density() {
-    // Tilted double well at ε = 1 (MATH-NOTES §2.6 asymmetric variant): mixes in τ ≈ 8.
+    // Tilted double well at ε = 1 (maths §9.6, asymmetric variant): mixes in τ ≈ 8.
     let target = DoubleWell::new(1, 0.25, 0.1, 1.0).unwrap();
     let n = 20_000;
     let mut rng = seeded(11);
@@ -167,7 +167,7 @@ fn gaussian_flows_match_closed_forms() {
 
 #[test]
 fn untilted_double_well_follows_pde_table() {
-    // MATH-NOTES §2.6, ε = 0.05, start N(−1, 0.2²), λ = 1.
+    // maths §9.6, ε = 0.05, start N(−1, 0.2²), λ = 1.
     let target = DoubleWell::new(1, 0.25, 0.0, 0.05).unwrap();
     let n = 4000;
     let mut x0 = vec![0.0; n];
@@ -188,7 +188,7 @@ fn untilted_double_well_follows_pde_table() {
     let wfr_s = WfrSampler::new(WfrConfig::wfr(1e-3, 4.0, 1.0, Kde::fixed(0.1))).unwrap();
     let (m, _) = masses_at(&wfr_s, &target, x0, 23, &times);
     let pde_wfr = [0.032, 0.127, 0.341, 0.480];
-    let kde_particles = [0.026, 0.112, 0.332, 0.478]; // MATH-NOTES: N = 2000, h = 0.1, 3 seeds
+    let kde_particles = [0.026, 0.112, 0.332, 0.478]; // maths §9.6: N = 2000, h = 0.1, 3 seeds
     for k in 0..4 {
         // Our SE: binomial with N_eff = N/2 (ESS stays >= N/2 by the resampling rule); theirs: N = 6000.
         // Tolerance 4 combined SE around the KDE-particle value, plus its stated lag behind the PDE row.
@@ -266,7 +266,7 @@ fn annealed_smc_many_well() {
 
 #[test]
 fn bad_input_gives_library_errors() {
-    use wfrmix::energy::{target_from_name, TargetKnobs};
+    use wfrmix::wfr::energy::{target_from_name, TargetKnobs};
     let knobs = TargetKnobs::default();
     let e = target_from_name("triple-well", &knobs).err().expect("unknown target must fail");
     assert!(matches!(e, Error::InvalidParameter { .. }) && e.to_string().contains("triple-well"), "{e}");
@@ -333,7 +333,7 @@ fn binary_reports_errors_and_writes_nothing() {
 
 #[test]
 fn gmm_file_target_is_normalised() {
-    use wfrmix::energy::{read_gmm_file, target_from_name, TargetKnobs};
+    use wfrmix::wfr::energy::{read_gmm_file, target_from_name, TargetKnobs};
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/gmm2d_left.safetensors");
     let target = target_from_name(&format!("gmm:{path}"), &TargetKnobs::default()).unwrap();
     let (_, _, w, k, d) = read_gmm_file(std::path::Path::new(path)).unwrap();

@@ -1,10 +1,10 @@
 //! Exact Gaussian-mixture experts: q_0 = Σ_k π_k N(μ_k, diag(v_k)) diffused by the VP process is
 //! q_t = Σ_k π_k N(α_t μ_k, diag(α_t² v_k + σ_t²)), so score, log-density, divergence and Hessian-vector
-//! products are closed form at every t (DESIGN.md §1). These are the ground truth the engine is tested
+//! products are closed form at every t (maths §1). These are the ground truth the engine is tested
 //! against, and the first kind of file `mix-sample --models` accepts.
 //!
 //! File format: a `.safetensors` file whose header metadata has `"kind": "gaussian_mixture"` and that
-//! holds `means` [K, D], `stds` [K, D] (> 0) and `weights` [K] (> 0, normalised on load), F32 or F64.
+//! holds `means` `[K, D]`, `stds` `[K, D]` (> 0) and `weights` `[K]` (> 0, normalised on load), F32 or F64.
 //! Optional metadata: `beta_min`, `beta_max` (the forward schedule; defaults 0.1 and 20), `name`.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use crate::io::{write_safetensors, F32Tensor};
 use crate::model::ScoreModel;
 use crate::rng::{self, Rng};
 use crate::schedule::VpSchedule;
-use crate::tensors::TensorFile;
+use crate::io::tensors::TensorFile;
 
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
 
@@ -124,8 +124,8 @@ impl GaussianMixture {
         let weights: Vec<f32> = self.weights().iter().map(|&v| v as f32).collect();
         let mut meta = HashMap::new();
         meta.insert("kind".to_string(), "gaussian_mixture".to_string());
-        meta.insert("beta_min".to_string(), self.schedule.beta_min.to_string());
-        meta.insert("beta_max".to_string(), self.schedule.beta_max.to_string());
+        meta.insert("beta_min".to_string(), self.schedule.beta_min().to_string());
+        meta.insert("beta_max".to_string(), self.schedule.beta_max().to_string());
         meta.insert("name".to_string(), self.name.clone());
         write_safetensors(
             path,

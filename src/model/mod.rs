@@ -1,9 +1,8 @@
-//! Score models: the [`ScoreModel`] trait every expert implements (exact Gaussian mixtures here, neural
-//! networks later), and [`load_model`], which opens a self-describing `.safetensors` model file.
+//! Score models: the [`ScoreModel`] trait every expert implements, the check that models can be composed,
+//! the batch helpers that split a batch across threads, and the exact Gaussian-mixture expert ([`gmm`]).
+//! Neural networks implement the trait in [`crate::nets`]; [`crate::registry`] opens any model file.
 
 pub mod gmm;
-
-use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::schedule::VpSchedule;
@@ -76,6 +75,32 @@ pub trait ScoreModel: Send + Sync {
     }
 }
 
+/// Anything that lends a `&dyn ScoreModel`: a reference to a model, the `Box<dyn ScoreModel>` that
+/// [`crate::registry::load_model`] returns, or a `&dyn ScoreModel`; so that [`crate::Sampler::new`]
+/// takes a slice of any of them.
+pub trait AsScoreModel {
+    /// The model as a trait object.
+    fn as_score_model(&self) -> &dyn ScoreModel;
+}
+
+impl AsScoreModel for Box<dyn ScoreModel> {
+    fn as_score_model(&self) -> &dyn ScoreModel {
+        self.as_ref()
+    }
+}
+
+impl<T: ScoreModel> AsScoreModel for &T {
+    fn as_score_model(&self) -> &dyn ScoreModel {
+        *self
+    }
+}
+
+impl AsScoreModel for &dyn ScoreModel {
+    fn as_score_model(&self) -> &dyn ScoreModel {
+        *self
+    }
+}
+
 /// Check that models can be composed: same data shape and same forward schedule.
 pub fn check_compatible(models: &[&dyn ScoreModel]) -> Result<()> {
     let Some(first) = models.first() else {
@@ -96,34 +121,12 @@ pub fn check_compatible(models: &[&dyn ScoreModel]) -> Result<()> {
                 b: m.name().into(),
                 reason: format!(
                     "forward schedules differ: beta in [{}, {}] vs [{}, {}]; compose models trained under the same schedule",
-                    sa.beta_min, sa.beta_max, sb.beta_min, sb.beta_max
+                    sa.beta_min(), sa.beta_max(), sb.beta_min(), sb.beta_max()
                 ),
             });
         }
     }
     Ok(())
-}
-
-/// Open a model file. The safetensors header metadata key `kind` says what it holds:
-/// `gaussian_mixture` (an exact expert, see [`GaussianMixture`]), `score_mlp` (a neural score network,
-/// see [`crate::nn::ScoreMlp`]) or `score_unet` (an image U-Net, see [`crate::nn::ScoreUnet`]).
-pub fn load_model(path: &Path) -> Result<Box<dyn ScoreModel>> {
-    let file = crate::tensors::TensorFile::open(path)?;
-    match file.metadata("kind") {
-        Some("gaussian_mixture") => Ok(Box::new(GaussianMixture::from_file(&file)?)),
-        Some(crate::nn::mlp::KIND) => Ok(Box::new(crate::nn::ScoreMlp::from_file(&file)?)),
-        Some(crate::nn::unet::KIND) => Ok(Box::new(crate::nn::ScoreUnet::from_file(&file)?)),
-        Some(other) => Err(Error::Metadata {
-            path: path.to_path_buf(),
-            key: "kind".into(),
-            reason: format!("unknown model kind `{other}` (known: gaussian_mixture, score_mlp, score_unet)"),
-        }),
-        None => Err(Error::Metadata {
-            path: path.to_path_buf(),
-            key: "kind".into(),
-            reason: "missing from the safetensors header metadata; a model file must say what it holds, e.g. \"kind\": \"gaussian_mixture\"".into(),
-        }),
-    }
 }
 
 /// Run `f(first_row, x_chunk, out_chunk)` over row chunks of a batch, on several threads when the model

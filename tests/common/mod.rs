@@ -8,7 +8,7 @@ use wfrmix::io::{write_safetensors, F32Tensor};
 use wfrmix::rng::{self, Rng};
 use wfrmix::{load_model, GaussianMixture, SampleRun, VpSchedule};
 
-/// DESIGN.md §4b's case: "up" has two modes at y = +2, "down" three modes at y = −2.
+/// maths §4b's case: "up" has two modes at y = +2, "down" three modes at y = −2.
 pub fn up_down() -> (GaussianMixture, GaussianMixture) {
     let s = VpSchedule::default();
     let up = GaussianMixture::new(vec![-2.0, 2.0, 2.0, 2.0], vec![0.5; 4], vec![1.0, 1.0], 2, s).unwrap().with_name("up");
@@ -41,7 +41,7 @@ pub fn gmm_moments(g: &GaussianMixture) -> (Vec<f64>, Vec<f64>) {
     g.mean_and_variance()
 }
 
-pub use wfrmix::metrics::sliced_w1;
+pub use wfrmix::report::metrics::sliced_w1;
 
 /// Exact samples of `g`.
 pub fn exact(g: &GaussianMixture, n: usize, seed: u64) -> Vec<f64> {

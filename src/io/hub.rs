@@ -7,26 +7,28 @@
 //! network access, e.g. `hf download ORG/NAME PATH` (or `huggingface-cli download ORG/NAME PATH`), and copy
 //! the cache directory over.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{Error, Result};
-use crate::model::ScoreModel;
 
 /// Prefix of Hugging Face references.
 pub const HF_PREFIX: &str = "hf:";
 
-/// The hub cache directory: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
-pub fn hf_cache_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("HF_HUB_CACHE").filter(|p| !p.is_empty()) {
+/// The hub cache directory the way Hugging Face's tools choose it, from the values of the environment
+/// variables `HF_HUB_CACHE`, `HF_HOME` and `HOME` (the caller reads them; this library never reads the
+/// environment): `$HF_HUB_CACHE` if set and not empty, else `$HF_HOME/hub`, else
+/// `$HOME/.cache/huggingface/hub`.
+pub fn cache_dir(hf_hub_cache: Option<OsString>, hf_home: Option<OsString>, home: Option<OsString>) -> PathBuf {
+    if let Some(p) = hf_hub_cache.filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    if std::env::var_os("HF_HOME").is_some() {
-        return Cache::from_env().path().clone();
+    if let Some(h) = hf_home {
+        return PathBuf::from(h).join("hub");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    home.join(".cache").join("huggingface").join("hub")
+    home.map(PathBuf::from).unwrap_or_default().join(".cache").join("huggingface").join("hub")
 }
 
 /// A parsed `hf:` reference.
@@ -81,21 +83,20 @@ impl HfRef {
     }
 }
 
-/// A model reference as a local path: `hf:` references are looked up in `cache_dir` (default
-/// [`hf_cache_dir`]); anything else is a path, returned as is.
+/// A model reference as a local path: `hf:` references are looked up in the hub cache `cache_dir` (an
+/// error naming the reference when none is given); anything else is a path, returned as is.
 pub fn resolve_model_ref(spec: &str, cache_dir: Option<&Path>) -> Result<PathBuf> {
     if spec.starts_with(HF_PREFIX) {
         let r = HfRef::parse(spec)?;
         match cache_dir {
             Some(c) => r.resolve_in(c),
-            None => r.resolve_in(&hf_cache_dir()),
+            None => Err(Error::param(
+                "model reference",
+                spec,
+                "an hf: reference needs the Hugging Face cache directory (registry::Loader::hf_cache; mix-sample takes it from HF_HUB_CACHE / HF_HOME)",
+            )),
         }
     } else {
         Ok(PathBuf::from(spec))
     }
-}
-
-/// [`crate::model::load_model`] on a resolved reference.
-pub fn load_model_ref(spec: &str, cache_dir: Option<&Path>) -> Result<Box<dyn ScoreModel>> {
-    crate::model::load_model(&resolve_model_ref(spec, cache_dir)?)
 }

@@ -1,5 +1,11 @@
-//! File output that never leaves a half-written file: everything is written to a temporary file beside
-//! the target and renamed into place. Also the small safetensors/JSON writers the binaries share.
+//! Files in and out: output that never leaves a half-written file (everything is written to a temporary
+//! file beside the target and renamed into place), the safetensors and JSON writers, and the readers in
+//! the rooms below: [`tensors`] (safetensors with errors that name the tensor), [`hub`] (the local Hugging
+//! Face cache) and [`idx`] (Fashion-MNIST's IDX files).
+
+pub mod hub;
+pub mod idx;
+pub mod tensors;
 
 use std::collections::HashMap;
 use std::io::Write;

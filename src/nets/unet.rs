@@ -13,11 +13,11 @@
 //! ε̂     = conv3x3(silu(GroupNorm(h)))                      c_0 → C
 //! ResBlock(x) = conv3x3(silu(GN(conv3x3(silu(GN(x))) + W_b temb + b_b))) + skip(x)  (skip: 1×1 when
 //!               the channel count changes)
-//! s     = −ε̂ / σ_t                                         (noise prediction, DESIGN.md §1)
+//! s     = −ε̂ / σ_t                                         (noise prediction, maths §1)
 //! ```
 //!
 //! Speed: the graph runs channels-last ([B, H, W, C]) so that a 3×3 convolution is one im2col (a custom
-//! op with an exact col2im backward, [`crate::nn::ops`]) and one 2-D matmul, forward and backward; candle's
+//! op with an exact col2im backward, [`crate::nets::ops`]) and one 2-D matmul, forward and backward; candle's
 //! own conv2d backward goes through conv_transpose2d, which is many times slower on the CPU.
 //! GroupNorm is a custom op with a hand-written exact backward (candle's fused norms record wrong or
 //! no input gradients; the plain-op version was dominated by broadcasts). Upsampling is reshape + broadcast (its backward is a sum) and
@@ -41,10 +41,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::io::F32Tensor;
 use crate::model::ScoreModel;
-use crate::nn::mlp::{backend, save_net, time_embedding, Header, NetInfo};
+use super::header::{backend, geometric_freqs, save_net, time_embedding, Header, NetInfo};
 use crate::rng::{self, Rng};
 use crate::schedule::VpSchedule;
-use crate::tensors::TensorFile;
+use crate::io::tensors::TensorFile;
 
 /// The `kind` of U-Net score-network files.
 pub const KIND: &str = "score_unet";
@@ -107,9 +107,9 @@ impl UnetConfig {
         2 * self.time_freqs
     }
 
-    /// The embedding frequencies (as in [`crate::nn::MlpConfig::freqs`]).
+    /// The embedding frequencies ω_k = max_freq^{k/(K−1)}, as the MLP's.
     pub fn freqs(&self) -> Vec<f64> {
-        crate::nn::MlpConfig { width: 1, depth: 1, time_freqs: self.time_freqs, max_freq: self.max_freq, skip: false }.freqs()
+        geometric_freqs(self.time_freqs, self.max_freq)
     }
 
     fn res_specs(&self, p: &str, cin: usize, cout: usize, v: &mut Vec<(String, Vec<usize>, Init)>) {
@@ -192,7 +192,7 @@ impl UnetGraph<'_> {
         let b = self.p(&format!("{prefix}.bias"))?;
         let (bs, h, wd, ci) = x.dims4()?;
         let co = w.dim(0)?;
-        let cols = x.contiguous()?.apply_op1(crate::nn::ops::Im2col3)?.reshape((bs * h * wd, 9 * ci + 1))?;
+        let cols = x.contiguous()?.apply_op1(crate::nets::ops::Im2col3)?.reshape((bs * h * wd, 9 * ci + 1))?;
         // The weight [Co, Ci, 3, 3] → [Co, 3, 3, Ci] → [9·Ci, Co], with the bias as its last row.
         let wm = w.permute((0, 2, 3, 1))?.reshape((co, 9 * ci))?.t()?;
         let wm = Tensor::cat(&[&wm, &b.reshape((1, co))?], 0)?;
@@ -208,10 +208,10 @@ impl UnetGraph<'_> {
         x.reshape((bs * h * wd, ci))?.matmul(&w.t()?)?.broadcast_add(b)?.reshape((bs, h, wd, co))
     }
 
-    /// GroupNorm (eps 1e-5) with its affine map, channels-last ([`crate::nn::ops::GroupNorm`]: exact
+    /// GroupNorm (eps 1e-5) with its affine map, channels-last ([`crate::nets::ops::GroupNorm`]: exact
     /// hand-written backward, checked against finite differences in tests/unet.rs).
     fn group_norm(&self, x: &Tensor, prefix: &str) -> candle_core::Result<Tensor> {
-        let gn = crate::nn::ops::GroupNorm { groups: self.cfg.groups, eps: 1e-5 };
+        let gn = crate::nets::ops::GroupNorm { groups: self.cfg.groups, eps: 1e-5 };
         x.contiguous()?.apply_op3(self.p(&format!("{prefix}.weight"))?, self.p(&format!("{prefix}.bias"))?, gn)
     }
 

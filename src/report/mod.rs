@@ -1,6 +1,14 @@
 //! What a run leaves behind: the weighted samples as safetensors, a JSON report (settings, per-step
 //! ESS / resampling / ancestors / log Ẑ, timing and throughput) and a picture of a weighted resample.
 //! Every file is written atomically.
+//!
+//! Rooms: [`plot`] (a small PNG canvas), [`metrics`] (sample-quality measures), [`classes`] (class
+//! fractions by the classifier), [`wfr`] (figures of the energy samplers).
+
+pub mod classes;
+pub mod metrics;
+pub mod plot;
+pub mod wfr;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,11 +17,11 @@ use serde_json::{json, Value};
 
 use crate::error::Result;
 use crate::io::{write_json, write_safetensors, F32Tensor};
-use crate::plot::{Canvas, PALETTE};
+use plot::{Canvas, PALETTE};
 use crate::rng::Rng;
-use crate::sampler::SampleRun;
+use crate::diffusion::SampleRun;
 
-/// Write `samples` [N, ...shape] and normalised `log_weights` [N] (F32), plus string metadata.
+/// Write `samples` `[N, ...shape]` and normalised `log_weights` `[N]` (F32), plus string metadata.
 pub fn save_samples(path: &Path, run: &SampleRun, metadata: &HashMap<String, String>) -> Result<()> {
     let samples: Vec<f32> = run.samples.iter().map(|&v| v as f32).collect();
     let log_w: Vec<f32> = run.log_weights.iter().map(|&v| v as f32).collect();
@@ -131,7 +139,7 @@ pub fn save_image_grid(path: &Path, images: &[f64], shape: &[usize], rows: usize
     let label_h = if labels.is_some() { 12 } else { 0 };
     let (cw, ch) = (w as u32 * scale + 6, h as u32 * scale + 6 + label_h);
     let mut c = Canvas::new(cols as u32 * cw + 10, rows as u32 * ch + 34);
-    c.text(8, 8, title, crate::plot::BLACK);
+    c.text(8, 8, title, crate::report::plot::BLACK);
     for i in 0..n {
         let (r, k) = (i / cols, i % cols);
         let (x0, y0) = (5 + (k as u32 * cw) as i64 + 3, 26 + (r as u32 * ch) as i64 + 3);
@@ -140,7 +148,7 @@ pub fn save_image_grid(path: &Path, images: &[f64], shape: &[usize], rows: usize
         if let Some(l) = labels.and_then(|l| l.get(i)) {
             let max_chars = (w as u32 * scale / 6) as usize;
             let s: String = l.chars().take(max_chars).collect();
-            c.text(x0, y0 + (h as u32 * scale) as i64 + 2, &s, crate::plot::BLACK);
+            c.text(x0, y0 + (h as u32 * scale) as i64 + 2, &s, crate::report::plot::BLACK);
         }
     }
     c.save_png(path)

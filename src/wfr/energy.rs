@@ -1,4 +1,4 @@
-//! Unnormalized target energies π ∝ exp(−U) for the WFR samplers (DESIGN.md §7, MATH-NOTES.md §2.6):
+//! Unnormalized target energies π ∝ exp(−U) for the WFR samplers (maths §7, §9.6):
 //! the [`Energy`] trait (U and ∇U, batched over particles, row-major `[n, d]`), the built-in targets
 //! (tilted double well in 1-D/2-D with temperature, many-well, Gaussian, Gaussian mixture read from an
 //! expert file) and the 1-D quadrature that gives their exact normalising constants and well masses.
@@ -168,7 +168,7 @@ impl Density1d {
 ///
 /// `V(x) = 4h·(x₁⁴/4 − x₁²/2) + c·x₁  (+ x₂²/2 in 2-D)`,   `U = V/ε`,   π ∝ exp(−U).
 ///
-/// With `h = 1/4, c = 0` this is MATH-NOTES §2.6's `x⁴/4 − x²/2`: minima at x₁ = ±1, saddle at 0, barrier
+/// With `h = 1/4, c = 0` this is the `x⁴/4 − x²/2` of maths §9.6: minima at x₁ = ±1, saddle at 0, barrier
 /// `h` in units of V, i.e. `h/ε` in units of U. The tilt `c` makes the wells unequal (c < 0 favours the
 /// right well). "Right-hand well" means x₁ > 0 throughout. The x₁-marginal and all well masses are exact
 /// by 1-D quadrature ([`DoubleWell::marginal`]); in 2-D, x₂ ~ N(0, ε) independently.
@@ -553,7 +553,7 @@ pub fn read_gmm_file(path: &Path) -> Result<GmmParts> {
 /// Knobs of the built-in targets that take them (double wells).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct TargetKnobs {
-    /// Barrier h in units of V (default 1/4: MATH-NOTES §2.6).
+    /// Barrier h in units of V (default 1/4: maths §9.6).
     pub barrier: f64,
     /// Tilt c (default 0).
     pub tilt: f64,
@@ -625,7 +625,7 @@ mod tests {
     #[test]
     fn quadrature_reproduces_known_values() {
         // c = 0.1, ε = 1 (h = 1/4): π(X>0) = 0.45579 (an independent 1e-4-step Riemann sum gives 0.455795;
-        // MATH-NOTES §2.6 quotes 0.4545, which is off in the third decimal).
+        // an older reference quoted 0.4545, which is off in the third decimal; quadrature gives 0.4558).
         let w = DoubleWell::new(1, 0.25, 0.1, 1.0).unwrap();
         assert!((w.right_mass() - 0.455795).abs() < 2e-5, "{}", w.right_mass());
         // Many-well (FAB): Z_x = ∫exp(−x⁴+6x²+0.5x) ≈ 11784.50, so log Z(d=32) ≈ 164.69.

@@ -1,4 +1,4 @@
-//! Divergence estimates ∇·s(x) = tr J_s(x) (DESIGN.md §5): exact (the model's own, or d reverse-mode
+//! Divergence estimates ∇·s(x) = tr J_s(x) (maths §5): exact (the model's own, or d reverse-mode
 //! passes), and Hutchinson's unbiased estimator E[εᵀ J ε] with Rademacher or Gaussian probes, where
 //! εᵀ J ε comes from a reverse-mode vector–Jacobian product or from central differences of the score.
 
@@ -31,10 +31,16 @@ impl FromStr for Probe {
     }
 }
 
-/// How divergences are obtained.
+/// How divergences are obtained. A value is always valid: build it with [`DivergenceEstimator::exact`],
+/// [`DivergenceEstimator::vjp`], [`DivergenceEstimator::fd`] or [`DivergenceEstimator::new`], which check
+/// the probe count and the step.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(transparent)]
+pub struct DivergenceEstimator(Estimator);
+
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-pub enum DivergenceEstimator {
+enum Estimator {
     /// The model's exact divergence, else d reverse-mode passes with the basis vectors.
     Exact,
     /// Hutchinson with reverse-mode VJPs: one score-gradient pass per probe.
@@ -45,16 +51,16 @@ pub enum DivergenceEstimator {
 
 impl Default for DivergenceEstimator {
     fn default() -> Self {
-        DivergenceEstimator::Vjp { probes: 1, probe: Probe::Rademacher }
+        DivergenceEstimator(Estimator::Vjp { probes: 1, probe: Probe::Rademacher })
     }
 }
 
 impl fmt::Display for DivergenceEstimator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DivergenceEstimator::Exact => f.write_str("exact"),
-            DivergenceEstimator::Vjp { probes, probe } => write!(f, "vjp ({probes} {probe:?} probes)"),
-            DivergenceEstimator::Fd { probes, probe, step } => write!(f, "fd ({probes} {probe:?} probes, h = {step})"),
+        match self.0 {
+            Estimator::Exact => f.write_str("exact"),
+            Estimator::Vjp { probes, probe } => write!(f, "vjp ({probes} {probe:?} probes)"),
+            Estimator::Fd { probes, probe, step } => write!(f, "fd ({probes} {probe:?} probes, h = {step})"),
         }
     }
 }
@@ -66,26 +72,45 @@ impl DivergenceEstimator {
             return Err(Error::param("probes", probes, "Hutchinson needs at least one probe"));
         }
         match kind.to_ascii_lowercase().as_str() {
-            "exact" => Ok(DivergenceEstimator::Exact),
-            "vjp" => Ok(DivergenceEstimator::Vjp { probes, probe }),
-            "fd" => {
-                if !(step.is_finite() && step > 0.0) {
-                    return Err(Error::param("finite-difference step", step, "must be finite and > 0"));
-                }
-                Ok(DivergenceEstimator::Fd { probes, probe, step })
-            }
+            "exact" => Ok(Self::exact()),
+            "vjp" => Self::vjp(probes, probe),
+            "fd" => Self::fd(probes, probe, step),
             _ => Err(Error::param("divergence estimator", kind, "expected exact, vjp or fd")),
         }
     }
 
+    /// The model's exact divergence, else d reverse-mode passes with the basis vectors.
+    pub fn exact() -> Self {
+        DivergenceEstimator(Estimator::Exact)
+    }
+
+    /// Hutchinson with reverse-mode VJPs, `probes` ≥ 1 per step.
+    pub fn vjp(probes: usize, probe: Probe) -> Result<Self> {
+        if probes == 0 {
+            return Err(Error::param("probes", probes, "Hutchinson needs at least one probe"));
+        }
+        Ok(DivergenceEstimator(Estimator::Vjp { probes, probe }))
+    }
+
+    /// Hutchinson with central differences of step h (finite, > 0), `probes` ≥ 1 per step.
+    pub fn fd(probes: usize, probe: Probe, step: f64) -> Result<Self> {
+        if probes == 0 {
+            return Err(Error::param("probes", probes, "Hutchinson needs at least one probe"));
+        }
+        if !(step.is_finite() && step > 0.0) {
+            return Err(Error::param("finite-difference step", step, "must be finite and > 0"));
+        }
+        Ok(DivergenceEstimator(Estimator::Fd { probes, probe, step }))
+    }
+
     /// Check that `model` supports this estimator.
     pub fn check(&self, model: &dyn ScoreModel) -> Result<()> {
-        match self {
-            DivergenceEstimator::Exact if !model.has_divergence() && !model.has_vjp() => Err(model.unsupported(
+        match self.0 {
+            Estimator::Exact if !model.has_divergence() && !model.has_vjp() => Err(model.unsupported(
                 "an exact divergence or reverse-mode gradients",
                 "use --divergence fd (Hutchinson with central differences)",
             )),
-            DivergenceEstimator::Vjp { .. } if !model.has_vjp() => {
+            Estimator::Vjp { .. } if !model.has_vjp() => {
                 Err(model.unsupported("reverse-mode vector-Jacobian products", "use --divergence fd"))
             }
             _ => Ok(()),
@@ -94,16 +119,16 @@ impl DivergenceEstimator {
 
     /// Score evaluations (per particle) one call of [`Self::estimate`] costs, counting a VJP as one.
     pub fn cost(&self, model: &dyn ScoreModel) -> usize {
-        match *self {
-            DivergenceEstimator::Exact => {
+        match self.0 {
+            Estimator::Exact => {
                 if model.has_divergence() {
                     1
                 } else {
                     model.dim()
                 }
             }
-            DivergenceEstimator::Vjp { probes, .. } => probes,
-            DivergenceEstimator::Fd { probes, .. } => 2 * probes,
+            Estimator::Vjp { probes, .. } => probes,
+            Estimator::Fd { probes, .. } => 2 * probes,
         }
     }
 
@@ -112,9 +137,9 @@ impl DivergenceEstimator {
     pub fn estimate(&self, model: &dyn ScoreModel, x: &[f64], t: f64, rng: &mut Rng, out: &mut [f64]) -> Result<()> {
         let d = model.dim();
         let n = out.len();
-        match *self {
-            DivergenceEstimator::Exact if model.has_divergence() => for_chunks(model, x, out, 1, |_, xc, oc| model.divergence(xc, t, oc)),
-            DivergenceEstimator::Exact => {
+        match self.0 {
+            Estimator::Exact if model.has_divergence() => for_chunks(model, x, out, 1, |_, xc, oc| model.divergence(xc, t, oc)),
+            Estimator::Exact => {
                 let mut basis = vec![0.0; n * d];
                 let mut jv = vec![0.0; n * d];
                 out.iter_mut().for_each(|o| *o = 0.0);
@@ -127,7 +152,7 @@ impl DivergenceEstimator {
                 }
                 Ok(())
             }
-            DivergenceEstimator::Vjp { probes, probe } => {
+            Estimator::Vjp { probes, probe } => {
                 let mut eps = vec![0.0; n * d];
                 let mut jv = vec![0.0; n * d];
                 out.iter_mut().for_each(|o| *o = 0.0);
@@ -138,7 +163,7 @@ impl DivergenceEstimator {
                 }
                 Ok(())
             }
-            DivergenceEstimator::Fd { probes, probe, step } => {
+            Estimator::Fd { probes, probe, step } => {
                 let mut eps = vec![0.0; n * d];
                 let mut xp = vec![0.0; n * d];
                 let mut xm = vec![0.0; n * d];

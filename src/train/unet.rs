@@ -1,4 +1,4 @@
-//! Training the U-Net ([`crate::nn::ScoreUnet`], recipe kind `score_unet`) by denoising score
+//! Training the U-Net ([`crate::nets::ScoreUnet`], recipe kind `score_unet`) by denoising score
 //! matching: the same loss, time sampling, AdamW update and learning-rate schedule as
 //! [`crate::train`] (whose `Trainer` is specific to the MLP), over the candle U-Net graph.
 //! Every random number comes from the recipe's seeded ChaCha8 stream. The trained network (and, with
@@ -7,16 +7,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::nn::mlp::backend;
-use crate::nn::{ScoreUnet, UnetConfig, UnetGraph};
+use crate::nets::header::backend;
+use crate::nets::{ScoreUnet, UnetConfig, UnetGraph};
 use crate::rng::{self, Rng};
-use crate::train::{load_recipe, loss_and_grads, open_data, set_vars, AdamConsts, Data, Moments};
+use super::common::{default_data_dir, draw_t, loss_and_grads, lr_at, open_data, set_vars, AdamConsts, Data, Moments};
 
 /// AdamW constants as this trainer has always had them: candle_nn::AdamW's defaults, but the gradients'
 /// weights written as the literals 0.1 and 0.001, which differ in the last bit of an f64 from the MLP
@@ -53,21 +52,25 @@ pub struct UnetRecipe {
     pub checkpoint_every: usize,
     #[serde(default)]
     pub name: Option<String>,
+    /// Where `fashion-mnist:` data is read: not part of the recipe file (the caller sets it; default
+    /// [`crate::io::idx::FASHION_MNIST_DIR`]).
+    #[serde(skip, default = "default_data_dir")]
+    pub data_dir: PathBuf,
 }
 
 impl UnetRecipe {
     /// As [`crate::train::Recipe::lr_at`].
     pub fn lr_at(&self, k: usize) -> f64 {
-        crate::train::lr_at(k, self.lr, self.lr_final, self.warmup, self.steps)
+        lr_at(k, self.lr, self.lr_final, self.warmup, self.steps)
     }
 
     fn draw_t(&self, i: usize, rng: &mut Rng) -> f64 {
-        crate::train::draw_t(i, self.batch, self.t_min, self.t_log_fraction, rng)
+        draw_t(i, self.batch, self.t_min, self.t_log_fraction, rng)
     }
 
     fn check(&self) -> Result<()> {
-        if self.kind != crate::nn::unet::KIND {
-            return Err(Error::param("kind", &self.kind, format!("expected `{}`", crate::nn::unet::KIND)));
+        if self.kind != crate::nets::unet::KIND {
+            return Err(Error::param("kind", &self.kind, format!("expected `{}`", crate::nets::unet::KIND)));
         }
         if self.batch == 0 || !(self.lr > 0.0 && self.lr.is_finite()) || !(self.t_min > 0.0 && self.t_min < 1.0) || !(0.0..=1.0).contains(&self.t_log_fraction) {
             return Err(Error::param("recipe", "batch/lr/t_min/t_log_fraction", "batch ≥ 1, lr > 0, t_min in (0, 1), t_log_fraction in [0, 1]"));
@@ -95,7 +98,7 @@ impl UnetTrainer {
     /// A fresh run.
     pub fn new(recipe: UnetRecipe) -> Result<Self> {
         recipe.check()?;
-        let (data, info) = open_data(&recipe, &recipe.data, recipe.beta_min, recipe.beta_max, recipe.name.as_ref(), &recipe.out)?;
+        let (data, info) = open_data(&recipe, &recipe.data, recipe.beta_min, recipe.beta_max, recipe.name.as_ref(), &recipe.out, &recipe.data_dir)?;
         let mut rng = rng::seeded(recipe.seed);
         let net = ScoreUnet::init(recipe.arch.clone(), info, &mut rng)?;
         let device = Device::Cpu;
@@ -163,36 +166,4 @@ impl UnetTrainer {
         meta.insert("train_step".to_string(), self.step.to_string());
         self.network()?.save_with(path, &meta, &[])
     }
-}
-
-/// What `mix-train` runs for a `score_unet` recipe.
-pub fn run_cli(recipe_path: &Path, out: Option<PathBuf>, steps: Option<usize>, quiet: bool) -> Result<()> {
-    let mut recipe: UnetRecipe = load_recipe(recipe_path)?;
-    if let Some(o) = out {
-        recipe.out = o;
-    }
-    if let Some(s) = steps {
-        recipe.steps = s;
-    }
-    crate::io::check_writable(&recipe.out)?;
-    let ckpt = recipe.out.with_extension("ckpt.safetensors");
-    let mut tr = UnetTrainer::new(recipe.clone())?;
-    let start = Instant::now();
-    let mut ema: Option<f64> = None;
-    while tr.steps_done() < recipe.steps {
-        let loss = tr.step()?;
-        ema = Some(ema.map_or(loss, |e| 0.99 * e + 0.01 * loss));
-        let k = tr.steps_done();
-        if !quiet && k % 50 == 0 {
-            eprintln!("step {k}/{}  loss (EMA) {:.4}  {:.2} s/step", recipe.steps, ema.unwrap_or(f64::NAN), start.elapsed().as_secs_f64() / k as f64);
-        }
-        if recipe.checkpoint_every > 0 && k % recipe.checkpoint_every == 0 && k < recipe.steps {
-            tr.save(&ckpt)?;
-        }
-    }
-    tr.save(&recipe.out)?;
-    if !quiet {
-        println!("{} steps in {:.1} s; final loss (EMA) {:.4}; wrote {}", recipe.steps, start.elapsed().as_secs_f64(), ema.unwrap_or(f64::NAN), recipe.out.display());
-    }
-    Ok(())
 }

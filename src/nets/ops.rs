@@ -135,7 +135,7 @@ fn group_stats(x: &[f32], b: usize, hw: usize, c: usize, g: usize, eps: f64) -> 
     st
 }
 
-/// GroupNorm with its affine map, channels-last: (x [B, H, W, C], γ [C], β [C]) → γ·(x − μ)/σ + β,
+/// GroupNorm with its affine map, channels-last: (x `[B, H, W, C]`, γ `[C]`, β `[C]`) → γ·(x − μ)/σ + β,
 /// μ and σ² = var + eps per image and group. Hand-written forward and exact backward (candle's fused
 /// norms record wrong or no input gradients, and the plain-op version is dominated by broadcasts).
 pub struct GroupNorm {

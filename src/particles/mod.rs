@@ -1,6 +1,6 @@
 //! The weighted particle system shared by every sampler: log-weights (f64), effective sample size,
 //! four unbiased resampling schemes, the adaptive resampling rule and the running log-normaliser log Ẑ
-//! (DESIGN.md §6). Per-particle state (positions, tracked log-densities, ...) lives with the caller, who
+//! (maths §6). Per-particle state (positions, tracked log-densities, ...) lives with the caller, who
 //! copies rows with [`gather_rows`] using the ancestor indices a resampling returns.
 
 use std::fmt;
@@ -174,10 +174,10 @@ impl fmt::Display for Resampler {
 /// an optional window of times in which resampling is allowed. Checked on construction.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct ResamplePolicy {
-    pub scheme: Resampler,
-    pub ess_threshold: f64,
+    scheme: Resampler,
+    ess_threshold: f64,
     /// Resampling only at times t with `lo <= t <= hi` (any time scale the caller uses).
-    pub window: Option<(f64, f64)>,
+    window: Option<(f64, f64)>,
 }
 
 impl Default for ResamplePolicy {
@@ -198,6 +198,21 @@ impl ResamplePolicy {
             }
         }
         Ok(ResamplePolicy { scheme, ess_threshold, window })
+    }
+
+    /// The resampling scheme.
+    pub fn scheme(&self) -> Resampler {
+        self.scheme
+    }
+
+    /// The ESS threshold κ.
+    pub fn ess_threshold(&self) -> f64 {
+        self.ess_threshold
+    }
+
+    /// The window of times in which resampling is allowed, if any.
+    pub fn window(&self) -> Option<(f64, f64)> {
+        self.window
     }
 
     fn allows(&self, t: f64) -> bool {

@@ -1,4 +1,4 @@
-//! Compositions of K score models (DESIGN.md §4): for each particle, from the models' scores s_i, the
+//! Compositions of K score models (maths §4): for each particle, from the models' scores s_i, the
 //! tracked log-densities ℓ_i and (where needed) the divergences ∇·s_i, the drift score ŝ the sampler
 //! moves with and the Feynman–Kac log-weight increment.
 //!
@@ -45,10 +45,15 @@ impl fmt::Display for MixtureMethod {
     }
 }
 
-/// A checked composition of K models. Build it with the constructors, which validate once.
+/// A checked composition of K models. Build it with the constructors (or [`CompositionSpec::build`]),
+/// which validate once; a value cannot be invalid.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(transparent)]
+pub struct Composition(Kind);
+
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Composition {
+enum Kind {
     /// ρ_t = Σ π_i q_{i,t} (linear, "OR") mixture.
     Mixture { weights: Vec<f64>, method: MixtureMethod },
     /// ρ_t = (Σ a_i q_{i,t}^{1/m})^m: m = 1 linear, m = 2 Fisher–Rao (Hellinger), m → ∞ geometric.
@@ -82,7 +87,7 @@ pub fn beta_pair(beta: f64) -> Result<Vec<f64>> {
 impl Composition {
     /// Linear mixture with weights π (normalised here).
     pub fn mixture(weights: &[f64], method: MixtureMethod) -> Result<Self> {
-        Ok(Composition::Mixture { weights: check_weights("mixture weights", weights)?, method })
+        Ok(Composition(Kind::Mixture { weights: check_weights("mixture weights", weights)?, method }))
     }
 
     /// Power mean with weights a (normalised) and exponent m ≥ 1.
@@ -90,13 +95,13 @@ impl Composition {
         if !(m.is_finite() && m >= 1.0) {
             return Err(Error::param("power-mean exponent m", m, "must be finite and >= 1 (1 = linear mixture, 2 = Fisher-Rao mixture)"));
         }
-        Ok(Composition::Power { weights: check_weights("power-mean weights", weights)?, m })
+        Ok(Composition(Kind::Power { weights: check_weights("power-mean weights", weights)?, m }))
     }
 
     /// Geometric composition Π q_i^{c_i}, c_i ≥ 0 not all zero.
     pub fn geometric(exponents: &[f64]) -> Result<Self> {
         check_weights("geometric exponents", exponents)?;
-        Ok(Composition::Geometric { exponents: exponents.to_vec() })
+        Ok(Composition(Kind::Geometric { exponents: exponents.to_vec() }))
     }
 
     /// Product of K models (all exponents 1).
@@ -104,7 +109,7 @@ impl Composition {
         if k < 2 {
             return Err(Error::param("models for a product", k, "a product needs at least two models"));
         }
-        Ok(Composition::Geometric { exponents: vec![1.0; k] })
+        Ok(Composition(Kind::Geometric { exponents: vec![1.0; k] }))
     }
 
     /// One model raised to the power γ > 0 (γ > 1 sharpens, γ < 1 flattens).
@@ -112,41 +117,55 @@ impl Composition {
         if !(gamma.is_finite() && gamma > 0.0) {
             return Err(Error::param("anneal exponent gamma", gamma, "must be finite and > 0"));
         }
-        Ok(Composition::Geometric { exponents: vec![gamma] })
+        Ok(Composition(Kind::Geometric { exponents: vec![gamma] }))
+    }
+
+    /// Whether the target is geometric (Π q_i^{c_i}: geometric mixture, product, annealing), whose drift
+    /// score Σ c_i s_i is the target's own score.
+    pub fn is_geometric(&self) -> bool {
+        matches!(self.0, Kind::Geometric { .. })
+    }
+
+    /// The sampling method, for linear mixtures.
+    pub fn mixture_method(&self) -> Option<MixtureMethod> {
+        match &self.0 {
+            Kind::Mixture { method, .. } => Some(*method),
+            _ => None,
+        }
     }
 
     /// Number of models the composition takes.
     pub fn n_models(&self) -> usize {
-        match self {
-            Composition::Mixture { weights, .. } | Composition::Power { weights, .. } => weights.len(),
-            Composition::Geometric { exponents } => exponents.len(),
+        match &self.0 {
+            Kind::Mixture { weights, .. } | Kind::Power { weights, .. } => weights.len(),
+            Kind::Geometric { exponents } => exponents.len(),
         }
     }
 
     /// Whether per-particle log-densities ℓ_i are tracked.
     pub fn tracks_log_density(&self) -> bool {
-        matches!(self, Composition::Mixture { method: MixtureMethod::State | MixtureMethod::Fr, .. } | Composition::Power { .. })
+        matches!(self.0, Kind::Mixture { method: MixtureMethod::State | MixtureMethod::Fr, .. } | Kind::Power { .. })
     }
 
     /// Whether particles carry non-trivial Feynman–Kac weights.
     pub fn is_weighted(&self) -> bool {
-        match self {
-            Composition::Mixture { method, .. } => *method == MixtureMethod::Fr,
-            Composition::Power { m, .. } => *m > 1.0,
-            Composition::Geometric { exponents } => !(exponents.len() == 1 && exponents[0] == 1.0),
+        match &self.0 {
+            Kind::Mixture { method, .. } => *method == MixtureMethod::Fr,
+            Kind::Power { m, .. } => *m > 1.0,
+            Kind::Geometric { exponents } => !(exponents.len() == 1 && exponents[0] == 1.0),
         }
     }
 
     /// Whether divergences ∇·s_i are needed at noise scale η: for the Fisher–Rao correction, and for
     /// ℓ tracking when σ ≠ g.
     pub fn needs_divergence(&self, eta: f64) -> bool {
-        matches!(self, Composition::Mixture { method: MixtureMethod::Fr, .. }) || (self.tracks_log_density() && eta != 1.0)
+        matches!(self.0, Kind::Mixture { method: MixtureMethod::Fr, .. }) || (self.tracks_log_density() && eta != 1.0)
     }
 
     /// Precision of the composed prior at t = 1: Σ c_i for geometric targets (N(0, I/Σc)), else 1.
     pub fn prior_precision(&self) -> f64 {
-        match self {
-            Composition::Geometric { exponents } => exponents.iter().sum(),
+        match &self.0 {
+            Kind::Geometric { exponents } => exponents.iter().sum(),
             _ => 1.0,
         }
     }
@@ -154,8 +173,8 @@ impl Composition {
     /// log Z_1, the normaliser of the composed target at t = 1 when every q_{i,1} = N(0, I) in d
     /// dimensions: (d/2)((1 − C) ln 2π − ln C) for geometric targets, 0 otherwise.
     pub fn log_z_prior(&self, d: usize) -> f64 {
-        match self {
-            Composition::Geometric { exponents } => {
+        match &self.0 {
+            Kind::Geometric { exponents } => {
                 let c: f64 = exponents.iter().sum();
                 0.5 * d as f64 * ((1.0 - c) * (2.0 * std::f64::consts::PI).ln() - c.ln())
             }
@@ -166,10 +185,10 @@ impl Composition {
     /// State-dependent weights w_i from the tracked ℓ_i (mixture: softmax(log π + ℓ); power:
     /// softmax(log a + ℓ/m)). Written into `w`.
     pub fn state_weights(&self, ell: &[f64], w: &mut [f64]) {
-        let (coef, scale) = match self {
-            Composition::Mixture { weights, .. } => (weights, 1.0),
-            Composition::Power { weights, m } => (weights, 1.0 / m),
-            Composition::Geometric { exponents } => {
+        let (coef, scale) = match &self.0 {
+            Kind::Mixture { weights, .. } => (weights, 1.0),
+            Kind::Power { weights, m } => (weights, 1.0 / m),
+            Kind::Geometric { exponents } => {
                 w.copy_from_slice(exponents);
                 return;
             }
@@ -190,14 +209,14 @@ impl Composition {
     /// The coefficient A of ∇·f in the weight rate G = A ∇·f + g² R: Σc − 1 for geometric targets, 0
     /// otherwise. ∇·f = −½β d does not depend on x, so this part is integrated exactly.
     pub fn div_f_coefficient(&self) -> f64 {
-        match self {
-            Composition::Geometric { exponents } => exponents.iter().sum::<f64>() - 1.0,
+        match &self.0 {
+            Kind::Geometric { exponents } => exponents.iter().sum::<f64>() - 1.0,
             _ => 0.0,
         }
     }
 
     /// One particle's drift score ŝ (into `drift`) and the state-dependent part R of its log-weight
-    /// rate G = A ∇·f + g² R (DESIGN.md §4):
+    /// rate G = A ∇·f + g² R (maths §4):
     ///
     /// - geometric: R = ½(|Σ c_i s_i|² − Σ c_i |s_i|²), ŝ = Σ c_i s_i;
     /// - power mean: R = −½(1 − 1/m) Σ w_i |s_i − ŝ|², ŝ = Σ w_i s_i, w = softmax(log a + ℓ/m);
@@ -221,8 +240,8 @@ impl Composition {
             }
         };
         let sq = |a: &[f64]| a.iter().map(|x| x * x).sum::<f64>();
-        match self {
-            Composition::Mixture { weights, method } => match method {
+        match &self.0 {
+            Kind::Mixture { weights, method } => match method {
                 MixtureMethod::State => {
                     self.state_weights(ell, w);
                     combine(w, drift);
@@ -246,7 +265,7 @@ impl Composition {
                     kappa * g
                 }
             },
-            Composition::Power { m, .. } => {
+            Kind::Power { m, .. } => {
                 self.state_weights(ell, w);
                 combine(w, drift);
                 let mut var = 0.0;
@@ -255,7 +274,7 @@ impl Composition {
                 }
                 -0.5 * (1.0 - 1.0 / m) * var
             }
-            Composition::Geometric { exponents } => {
+            Kind::Geometric { exponents } => {
                 combine(exponents, drift);
                 let mut q = sq(drift);
                 for i in 0..k {

@@ -1,19 +1,20 @@
-//! The VP forward process with a linear β schedule (DESIGN.md §1) and the reverse-time grids the
+//! The VP forward process with a linear β schedule (maths §1) and the reverse-time grids the
 //! sampler steps on (§2).
 //!
 //! Forward: dx = −½β(t)x dt + √β(t) dW, β(t) = β_min + t(β_max − β_min), so x_t | x_0 ~ N(α_t x_0, σ_t² I)
 //! with α_t = exp(−½∫₀ᵗβ) and σ_t² = 1 − α_t².
 
-use std::fmt;
-use std::str::FromStr;
-
 use crate::error::{Error, Result};
+
+pub mod grid;
+
+pub use grid::TimeGrid;
 
 /// A variance-preserving schedule with linear β(t) on t ∈ [0, 1].
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct VpSchedule {
-    pub beta_min: f64,
-    pub beta_max: f64,
+    beta_min: f64,
+    beta_max: f64,
 }
 
 impl Default for VpSchedule {
@@ -32,6 +33,16 @@ impl VpSchedule {
             return Err(Error::param("beta_max", beta_max, format!("must be finite and >= beta_min = {beta_min}")));
         }
         Ok(VpSchedule { beta_min, beta_max })
+    }
+
+    /// β at t = 0.
+    pub fn beta_min(&self) -> f64 {
+        self.beta_min
+    }
+
+    /// β at t = 1.
+    pub fn beta_max(&self) -> f64 {
+        self.beta_max
     }
 
     /// β(t).
@@ -81,83 +92,6 @@ impl VpSchedule {
     }
 }
 
-/// How the reverse-time grid 1 = t_0 > t_1 > … > t_n = t_min is spaced.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
-#[serde(rename_all = "lowercase", tag = "kind")]
-pub enum TimeGrid {
-    /// Equal steps in t: plain, and inaccurate near t = 0 where the score is stiff.
-    Uniform,
-    /// Equal steps in log(σ/α), the log noise-to-signal ratio.
-    LogSnr,
-    /// Karras et al.'s grid: equal steps in (σ/α)^(1/ρ); ρ = 7 puts many steps near the data.
-    Edm { rho: f64 },
-}
-
-impl Default for TimeGrid {
-    fn default() -> Self {
-        TimeGrid::Edm { rho: 7.0 }
-    }
-}
-
-impl TimeGrid {
-    /// `steps + 1` decreasing times from `t_max` to `t_min`.
-    pub fn times(&self, schedule: &VpSchedule, steps: usize, t_max: f64, t_min: f64) -> Vec<f64> {
-        let n = steps as f64;
-        let mut ts: Vec<f64> = (0..=steps)
-            .map(|i| {
-                let f = i as f64 / n;
-                match *self {
-                    TimeGrid::Uniform => t_max + f * (t_min - t_max),
-                    TimeGrid::LogSnr => {
-                        let (a, b) = (schedule.nsr(t_max).ln(), schedule.nsr(t_min).ln());
-                        schedule.t_of_nsr((a + f * (b - a)).exp())
-                    }
-                    TimeGrid::Edm { rho } => {
-                        let (a, b) = (schedule.nsr(t_max).powf(1.0 / rho), schedule.nsr(t_min).powf(1.0 / rho));
-                        schedule.t_of_nsr((a + f * (b - a)).powf(rho))
-                    }
-                }
-            })
-            .collect();
-        ts[0] = t_max;
-        ts[steps] = t_min;
-        ts
-    }
-}
-
-impl FromStr for TimeGrid {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        let s = s.to_ascii_lowercase();
-        match s.as_str() {
-            "uniform" => Ok(TimeGrid::Uniform),
-            "logsnr" | "log-snr" => Ok(TimeGrid::LogSnr),
-            "edm" => Ok(TimeGrid::default()),
-            _ => {
-                if let Some(r) = s.strip_prefix("edm:") {
-                    let rho: f64 = r.parse().map_err(|_| Error::param("time grid", &s, "edm:RHO needs a number, e.g. edm:7"))?;
-                    if !(rho.is_finite() && rho > 0.0) {
-                        return Err(Error::param("time grid", &s, "rho must be > 0"));
-                    }
-                    Ok(TimeGrid::Edm { rho })
-                } else {
-                    Err(Error::param("time grid", &s, "expected uniform, logsnr, edm or edm:RHO"))
-                }
-            }
-        }
-    }
-}
-
-impl fmt::Display for TimeGrid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TimeGrid::Uniform => f.write_str("uniform"),
-            TimeGrid::LogSnr => f.write_str("logsnr"),
-            TimeGrid::Edm { rho } => write!(f, "edm:{rho}"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,7 +115,7 @@ mod tests {
     #[test]
     fn grids_run_from_one_to_t_min_monotonically() {
         let s = VpSchedule::default();
-        for g in [TimeGrid::Uniform, TimeGrid::LogSnr, TimeGrid::default()] {
+        for g in [TimeGrid::uniform(), TimeGrid::log_snr(), TimeGrid::default()] {
             let ts = g.times(&s, 50, 1.0, 1e-3);
             assert_eq!(ts.len(), 51);
             assert_eq!((ts[0], ts[50]), (1.0, 1e-3));

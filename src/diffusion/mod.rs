@@ -1,0 +1,12 @@
+//! Sampling a composition of diffusion models with a weighted reverse SDE (maths §2–§6): the time grid is
+//! stepped from t = 1 to t_min, particles move by the composition's drift score, carry tracked
+//! log-densities and Feynman–Kac log-weights, and are resampled adaptively.
+//!
+//! - [`sampler`]: the checked [`Sampler`] and its run loop;
+//! - [`divergence`]: exact and Hutchinson divergence estimates, for the compositions that need them.
+
+pub mod divergence;
+pub mod sampler;
+
+pub use divergence::{DivergenceEstimator, Probe};
+pub use sampler::{Integrator, SampleRun, Sampler, SamplerConfig, StepInfo};

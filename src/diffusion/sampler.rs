@@ -1,0 +1,594 @@
+//! The weighted reverse-SDE sampler: moves N particles from the composed prior at t = 1 to t_min with
+//! the composition's drift score, tracks per-particle log-densities and Feynman–Kac log-weights, and
+//! resamples adaptively (maths §2–§6).
+//!
+//! One step t → s = t − h uses the exact VP quantities a = α_t/α_s and v = 1 − a²:
+//!
+//! x' = (x + κ v ŝ(x, t)) / a + η √v / a · z,   κ = (1 + η²)/2,
+//!
+//! the ancestral ("Tweedie-mean") step: for η = 1 its mean (x + v∇log q_t(x))/a is exactly
+//! E[x_s | x_t] for any data distribution, where plain Euler–Maruyama has an O(h) error that is large
+//! near t = 0. Tracked log-densities use the kernel-ratio form of maths §4d with this kernel and the
+//! exact forward kernel, which reduces to
+//!
+//! Δℓ_i = d ln a + s_i·(a x' − x) − (v/2)|s_i|² + ((η² − 1)/2) v ∇·s_i.
+//!
+//! Steps are spaced on Karras et al.'s grid in σ/α by default (many small steps near the data).
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::compose::Composition;
+use super::divergence::DivergenceEstimator;
+use crate::error::{Error, Result};
+use crate::model::{batch_score, check_compatible, AsScoreModel, ScoreModel};
+use crate::particles::{gather_rows, ParticleWeights, ResamplePolicy, Resampler};
+use crate::rng::{self, Rng};
+use crate::schedule::{TimeGrid, VpSchedule};
+
+/// How one reverse step is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Integrator {
+    /// x' = (x + κ v ŝ)/a + η √v/a z with a = α_t/α_s, v = 1 − a² (exact mean for η = 1).
+    #[default]
+    Ancestral,
+    /// Plain Euler–Maruyama: x' = x + h(½β x + κ β ŝ) + η √(β h) z, weights and ℓ with β(t)h
+    /// (an ablation: O(h) bias near t = 0).
+    EulerMaruyama,
+}
+
+impl std::str::FromStr for Integrator {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "ancestral" => Ok(Integrator::Ancestral),
+            "euler" | "euler-maruyama" | "em" => Ok(Integrator::EulerMaruyama),
+            _ => Err(Error::param("integrator", s, "expected ancestral or euler")),
+        }
+    }
+}
+
+/// Settings of a run. Fill in what you need over `Default::default()`; [`Sampler::new`] checks them.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SamplerConfig {
+    /// Number of particles N.
+    pub particles: usize,
+    /// Number of reverse steps.
+    pub steps: usize,
+    /// Last time of the grid (the sampler stops there; t = 0 itself is singular).
+    pub t_min: f64,
+    /// Spacing of the time grid.
+    pub grid: TimeGrid,
+    /// The step rule.
+    pub integrator: Integrator,
+    /// η: noise σ = η g with drift coefficient (g² + σ²)/2. 1 = reverse SDE, 0 = probability-flow ODE.
+    pub noise_scale: f64,
+    /// When and how to resample.
+    pub resample: ResamplePolicy,
+    /// How divergences are estimated, where the composition needs them.
+    pub divergence: DivergenceEstimator,
+    /// Seed of the one random stream of the run.
+    pub seed: u64,
+    /// Take a final noise-free Tweedie step x ← (x + σ² ŝ)/α at t_min.
+    pub denoise: bool,
+    /// Langevin corrector steps after each step (resample-move), for compositions whose drift score is
+    /// the exact score of the target path (geometric family): x ← x + ε ŝ + √(2ε) z at fixed t. They
+    /// leave the target invariant up to O(ε), so weights are unchanged, and pull the particle cloud
+    /// toward the target, which keeps the weights from degenerating.
+    pub corrector_steps: usize,
+    /// Signal-to-noise ratio r that sets the corrector step: ε = 2 r² d / mean |ŝ|².
+    pub corrector_snr: f64,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig {
+            particles: 1024,
+            steps: 500,
+            t_min: 1e-3,
+            grid: TimeGrid::default(),
+            integrator: Integrator::default(),
+            noise_scale: 1.0,
+            resample: ResamplePolicy::default(),
+            divergence: DivergenceEstimator::default(),
+            seed: 0,
+            denoise: true,
+            corrector_steps: 0,
+            corrector_snr: 0.05,
+        }
+    }
+}
+
+/// What happened at one step.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StepInfo {
+    /// Step index, 1-based.
+    pub step: usize,
+    /// Total number of steps.
+    pub steps: usize,
+    /// Forward time reached by this step.
+    pub t: f64,
+    /// ESS after this step's weight increments, before resampling.
+    pub ess: f64,
+    /// Whether the particles were resampled.
+    pub resampled: bool,
+    /// Distinct ancestors after resampling (N when not resampled).
+    pub unique_ancestors: usize,
+    /// This step's contribution to log Ẑ.
+    pub log_z_increment: f64,
+}
+
+/// The result of a run.
+#[derive(Clone, Debug)]
+pub struct SampleRun {
+    /// Shape of one sample.
+    pub shape: Vec<usize>,
+    /// Final particles, N × dim, row-major.
+    pub samples: Vec<f64>,
+    /// Normalised log-weights (log W_i, Σ W_i = 1).
+    pub log_weights: Vec<f64>,
+    /// Tracked log-densities ℓ_i of each particle under each model at t_min (N × K, before the final
+    /// denoising step); empty when the composition tracks none.
+    pub log_densities: Vec<f64>,
+    /// Per-step diagnostics.
+    pub steps: Vec<StepInfo>,
+    /// Estimate of log Z_0, the log normaliser of the composed target at t = 0 (relative to normalised
+    /// models; 0 for mixtures in exact arithmetic).
+    pub log_z: f64,
+    /// ESS of the final weights.
+    pub final_ess: f64,
+    /// Number of resampling events.
+    pub resamples: usize,
+    /// Surviving lineages: how many of the N initial particles have a descendant among the final
+    /// particles (N when never resampled; 1 means every particle descends from one ancestor).
+    pub lineages: usize,
+    /// Per-particle score evaluations (a VJP counts as one; finite differences as two per probe).
+    pub score_evals: u64,
+    /// Wall time of the run in seconds.
+    pub wall_seconds: f64,
+}
+
+impl SampleRun {
+    /// Number of particles.
+    pub fn len(&self) -> usize {
+        self.log_weights.len()
+    }
+
+    /// Whether there are no particles.
+    pub fn is_empty(&self) -> bool {
+        self.log_weights.is_empty()
+    }
+
+    /// Scalars per sample.
+    pub fn dim(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Normalised weights.
+    pub fn weights(&self) -> Vec<f64> {
+        self.log_weights.iter().map(|l| l.exp()).collect()
+    }
+
+    /// `m` samples drawn from the weighted particles by systematic resampling (for pictures and for
+    /// statistics that want equal weights).
+    pub fn resampled(&self, m: usize, rng: &mut Rng) -> Vec<f64> {
+        let idx = Resampler::Systematic.ancestors(&self.weights(), m, rng);
+        gather_rows(&self.samples, self.dim(), &idx)
+    }
+
+    /// Weighted mean of `f` over particles.
+    pub fn weighted_mean(&self, f: impl Fn(&[f64]) -> f64) -> f64 {
+        self.samples.chunks_exact(self.dim()).zip(self.weights()).map(|(x, w)| w * f(x)).sum()
+    }
+
+    /// Particle-steps per second.
+    pub fn particle_steps_per_second(&self) -> f64 {
+        (self.len() * self.steps.len()) as f64 / self.wall_seconds.max(1e-12)
+    }
+}
+
+/// A checked sampler over borrowed models.
+pub struct Sampler<'a> {
+    models: Vec<&'a dyn ScoreModel>,
+    composition: Composition,
+    config: SamplerConfig,
+    schedule: VpSchedule,
+    times: Vec<f64>,
+}
+
+impl<'a> Sampler<'a> {
+    /// Check models, composition and settings together, once.
+    ///
+    /// `models` may be references to models (`&[&a, &b]`), the `Box<dyn ScoreModel>`s the loader
+    /// returns, or `&dyn ScoreModel`s.
+    pub fn new<M: AsScoreModel>(models: &'a [M], composition: Composition, config: SamplerConfig) -> Result<Self> {
+        let models: Vec<&'a dyn ScoreModel> = models.iter().map(|m| m.as_score_model()).collect();
+        check_compatible(&models)?;
+        if models.len() != composition.n_models() {
+            return Err(Error::param(
+                "number of models",
+                models.len(),
+                format!("this composition takes {} (one weight or exponent per model)", composition.n_models()),
+            ));
+        }
+        let c = &config;
+        if c.particles == 0 {
+            return Err(Error::param("particles", 0, "need at least one particle"));
+        }
+        if c.steps == 0 {
+            return Err(Error::param("steps", 0, "need at least one step"));
+        }
+        if !(c.t_min.is_finite() && c.t_min > 0.0 && c.t_min < 1.0) {
+            return Err(Error::param("t_min", c.t_min, "must lie in (0, 1)"));
+        }
+        if !(c.noise_scale.is_finite() && c.noise_scale >= 0.0) {
+            return Err(Error::param("noise scale", c.noise_scale, "must be finite and >= 0"));
+        }
+        if c.noise_scale == 0.0 && composition.is_weighted() {
+            return Err(Error::param(
+                "noise scale",
+                0,
+                "Feynman-Kac weights along the probability-flow ODE are unstable (maths §9.3); use a noise scale > 0 (1 recommended)",
+            ));
+        }
+        if c.corrector_steps > 0 && !composition.is_geometric() {
+            return Err(Error::param(
+                "corrector steps",
+                c.corrector_steps,
+                "Langevin correctors need the drift to be the target's own score: use them with geometric, product or anneal",
+            ));
+        }
+        if !(c.corrector_snr.is_finite() && c.corrector_snr > 0.0) {
+            return Err(Error::param("corrector SNR", c.corrector_snr, "must be finite and > 0"));
+        }
+        if composition.needs_divergence(c.noise_scale) {
+            for m in &models {
+                c.divergence.check(*m)?;
+            }
+        }
+        let schedule = models[0].schedule();
+        let times = c.grid.times(&schedule, c.steps, 1.0, c.t_min);
+        Ok(Sampler { models, composition, config, schedule, times })
+    }
+
+    /// The checked settings.
+    pub fn config(&self) -> &SamplerConfig {
+        &self.config
+    }
+
+    /// The composition.
+    pub fn composition(&self) -> &Composition {
+        &self.composition
+    }
+
+    /// The time grid, from 1 down to t_min.
+    pub fn times(&self) -> &[f64] {
+        &self.times
+    }
+
+    /// Run, calling `observer` after every step (for progress bars and live diagnostics).
+    pub fn run(&self, mut observer: impl FnMut(&StepInfo)) -> Result<SampleRun> {
+        let start = Instant::now();
+        let cfg = &self.config;
+        let c = self.consts();
+        let mut rng = rng::seeded(cfg.seed);
+        let mut st = self.initial_state(&c, &mut rng);
+        let mut weights = ParticleWeights::new(c.n);
+        let mut infos = Vec::with_capacity(cfg.steps);
+        self.refresh(&c, &mut st, self.times[0], &mut rng)?;
+        for step in 0..cfg.steps {
+            let (t, s) = (self.times[step], self.times[step + 1]);
+            let k = self.coefficients(&c, t, s);
+            if c.eta > 0.0 {
+                rng::fill_normal(&mut rng, &mut st.z);
+            }
+            advance(&c, &mut st, &k);
+            // Scores at the new points: the right end of this step's weight, and the next step's drift.
+            self.refresh(&c, &mut st, s, &mut rng)?;
+            if c.weighted {
+                st.inc.iter_mut().zip(&st.rate).for_each(|(i, r)| *i += k.wr * r);
+            }
+            check_finite(&c, &st, step + 1, s)?;
+            let ws = weights.step(&st.inc, &cfg.resample, s, &mut rng);
+            if let Some(idx) = &ws.ancestors {
+                st.gather(&c, idx);
+            }
+            for _ in 0..cfg.corrector_steps {
+                self.langevin_correct(&mut st.x, &st.drift, &mut st.z, c.chunk, &mut rng);
+                self.refresh(&c, &mut st, s, &mut rng)?;
+            }
+            let info = StepInfo {
+                step: step + 1,
+                steps: cfg.steps,
+                t: s,
+                ess: ws.ess,
+                resampled: ws.resampled,
+                unique_ancestors: ws.unique_ancestors,
+                log_z_increment: ws.log_z_increment,
+            };
+            observer(&info);
+            infos.push(info);
+        }
+        if cfg.denoise {
+            self.denoise(&c, &mut st);
+        }
+        let lse = crate::particles::log_sum_exp(weights.log_weights());
+        Ok(SampleRun {
+            shape: self.models[0].data_shape().to_vec(),
+            samples: st.x,
+            log_weights: weights.log_weights().iter().map(|a| a - lse).collect(),
+            resamples: infos.iter().filter(|i| i.resampled).count(),
+            lineages: crate::particles::unique_count(&st.origin),
+            log_densities: if c.tracks { st.ell } else { Vec::new() },
+            steps: infos,
+            log_z: self.composition.log_z_prior(c.d) + weights.log_z(),
+            final_ess: weights.ess(),
+            score_evals: st.evals,
+            wall_seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// The run's constants.
+    fn consts(&self) -> Consts {
+        let (n, k) = (self.config.particles, self.models.len());
+        let eta = self.config.noise_scale;
+        let needs_div = self.composition.needs_divergence(eta);
+        Consts {
+            n,
+            k,
+            d: self.models[0].dim(),
+            eta,
+            kappa: 0.5 * (1.0 + eta * eta),
+            tracks: self.composition.tracks_log_density(),
+            needs_div,
+            weighted: self.composition.is_weighted(),
+            div_f: self.composition.div_f_coefficient(),
+            div_cost: if needs_div { self.models.iter().map(|m| self.config.divergence.cost(*m)).sum() } else { 0 },
+            chunk: n.div_ceil(4 * rayon::current_num_threads()).max(16),
+        }
+    }
+
+    /// Particles drawn from the composed prior N(0, I / prec), with ℓ_i at the shared prior's
+    /// log-density log N(x; 0, I).
+    fn initial_state(&self, c: &Consts, rng: &mut Rng) -> State {
+        let (n, k, d) = (c.n, c.k, c.d);
+        let mut x = vec![0.0; n * d];
+        rng::fill_normal(rng, &mut x);
+        let sd = self.composition.prior_precision().sqrt().recip();
+        x.iter_mut().for_each(|v| *v *= sd);
+        let mut ell = vec![0.0; n * k];
+        if c.tracks {
+            let c0 = -0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln();
+            for b in 0..n {
+                let lp = c0 - 0.5 * x[b * d..(b + 1) * d].iter().map(|v| v * v).sum::<f64>();
+                ell[b * k..(b + 1) * k].iter_mut().for_each(|e| *e = lp);
+            }
+        }
+        State {
+            x,
+            ell,
+            scores: vec![vec![0.0; n * d]; k],
+            divs: vec![vec![0.0; n]; k],
+            drift: vec![0.0; n * d],
+            rate: vec![0.0; n],
+            z: vec![0.0; n * d],
+            inc: vec![0.0; n],
+            origin: (0..n).collect(),
+            evals: 0,
+        }
+    }
+
+    /// Scores (and divergences, where needed) of every model at the particles and time t, then every
+    /// particle's drift score ŝ and weight-rate part R from them and ℓ.
+    fn refresh(&self, c: &Consts, st: &mut State, t: f64, rng: &mut Rng) -> Result<()> {
+        for (m, sc) in self.models.iter().zip(st.scores.iter_mut()) {
+            batch_score(*m, &st.x, t, sc)?;
+        }
+        if c.needs_div {
+            for (m, dv) in self.models.iter().zip(st.divs.iter_mut()) {
+                self.config.divergence.estimate(*m, &st.x, t, rng, dv)?;
+            }
+        }
+        st.evals += (c.n * (c.k + c.div_cost)) as u64;
+        let (comp, d, k, chunk) = (&self.composition, c.d, c.k, c.chunk);
+        let (scores, divs, ell) = (&st.scores, &st.divs, &st.ell);
+        st.drift.par_chunks_mut(chunk * d).zip(st.rate.par_chunks_mut(chunk)).enumerate().for_each(|(ci, (dc, rc))| {
+            let mut w = vec![0.0; k];
+            let mut dv = vec![0.0; k];
+            let mut sc: Vec<&[f64]> = Vec::with_capacity(k);
+            for (r, rb) in rc.iter_mut().enumerate() {
+                let b = ci * chunk + r;
+                sc.clear();
+                sc.extend(scores.iter().map(|s| &s[b * d..(b + 1) * d]));
+                if c.needs_div {
+                    for i in 0..k {
+                        dv[i] = divs[i][b];
+                    }
+                }
+                *rb = comp.drift_and_rate(&sc, &ell[b * k..(b + 1) * k], c.needs_div.then_some(&dv[..]), c.kappa, &mut w, &mut dc[r * d..(r + 1) * d]);
+            }
+        });
+        Ok(())
+    }
+
+    /// The coefficients of the step t → s: `lna` is ∫∇·f/d over the step, `v` stands for g² h; the move
+    /// is x' = mx·x + ms·ŝ + noise·z, ℓ uses cl·s_i·(x' − mx·x), and the weight rate is integrated with
+    /// weights `wl`, `wr` at the two ends (Euler–Maruyama: the left point; ancestral: the trapezoidal
+    /// rule, its ends weighted by β so that they add up to v).
+    fn coefficients(&self, c: &Consts, t: f64, s: f64) -> StepCoefficients {
+        let sch = &self.schedule;
+        match self.config.integrator {
+            Integrator::Ancestral => {
+                let lna = sch.log_alpha(t) - sch.log_alpha(s);
+                let a = lna.exp();
+                let v = -(2.0 * lna).exp_m1();
+                let (bt, bs) = (sch.beta(t), sch.beta(s));
+                StepCoefficients { lna, v, mx: 1.0 / a, ms: c.kappa * v / a, noise: c.eta * v.sqrt() / a, cl: a, wl: v * bt / (bt + bs), wr: v * bs / (bt + bs) }
+            }
+            Integrator::EulerMaruyama => {
+                let bh = sch.beta(t) * (t - s);
+                StepCoefficients { lna: -0.5 * bh, v: bh, mx: 1.0 + 0.5 * bh, ms: c.kappa * bh, noise: c.eta * bh.sqrt(), cl: 1.0, wl: bh, wr: 0.0 }
+            }
+        }
+    }
+
+    /// Tweedie's denoising step x ← (x + σ² ŝ)/α with the target's score at t_min (for naive, its drift).
+    fn denoise(&self, c: &Consts, st: &mut State) {
+        let (d, k, chunk, comp) = (c.d, c.k, c.chunk, &self.composition);
+        let t = self.config.t_min;
+        let (alpha, s2) = (self.schedule.alpha(t), self.schedule.sigma2(t));
+        let naive = comp.mixture_method() == Some(crate::compose::MixtureMethod::Naive);
+        let scores_r = &st.scores;
+        st.x.par_chunks_mut(chunk * d).zip(st.ell.par_chunks(chunk * k)).zip(st.drift.par_chunks(chunk * d)).enumerate().for_each(|(ci, ((xc, ec), dc))| {
+            let mut w = vec![0.0; k];
+            let mut sh = vec![0.0; d];
+            for r in 0..xc.len() / d {
+                let b = ci * chunk + r;
+                if naive {
+                    sh.copy_from_slice(&dc[r * d..(r + 1) * d]);
+                } else {
+                    comp.state_weights(&ec[r * k..(r + 1) * k], &mut w);
+                    sh.iter_mut().for_each(|v| *v = 0.0);
+                    for i in 0..k {
+                        for j in 0..d {
+                            sh[j] += w[i] * scores_r[i][b * d + j];
+                        }
+                    }
+                }
+                for j in 0..d {
+                    xc[r * d + j] = (xc[r * d + j] + s2 * sh[j]) / alpha;
+                }
+            }
+        });
+    }
+
+    /// One unadjusted Langevin step at fixed t on the geometric target, whose score is the drift score
+    /// ŝ = Σ c_i s_i: x ← x + ε ŝ + √(2ε) z with ε = 2 r² d / mean |ŝ|².
+    fn langevin_correct(&self, x: &mut [f64], drift: &[f64], z: &mut [f64], chunk: usize, rng: &mut Rng) {
+        let d = self.models[0].dim();
+        let n = x.len() / d;
+        let mean_sq = drift.iter().map(|v| v * v).sum::<f64>() / n as f64;
+        let eps = 2.0 * self.config.corrector_snr.powi(2) * d as f64 / mean_sq.max(1e-12);
+        rng::fill_normal(rng, z);
+        let amp = (2.0 * eps).sqrt();
+        x.par_chunks_mut(chunk * d).zip(drift.par_chunks(chunk * d)).zip(z.par_chunks(chunk * d)).for_each(|((xc, dc), zc)| {
+            for i in 0..xc.len() {
+                xc[i] += eps * dc[i] + amp * zc[i];
+            }
+        });
+    }
+}
+
+/// What a run fixes once: sizes, the noise scale and what the composition needs.
+struct Consts {
+    n: usize,
+    k: usize,
+    d: usize,
+    eta: f64,
+    kappa: f64,
+    tracks: bool,
+    needs_div: bool,
+    weighted: bool,
+    div_f: f64,
+    div_cost: usize,
+    chunk: usize,
+}
+
+/// The per-particle buffers of a run (row-major: positions n × d, ℓ n × K, one score buffer per model).
+struct State {
+    x: Vec<f64>,
+    ell: Vec<f64>,
+    scores: Vec<Vec<f64>>,
+    divs: Vec<Vec<f64>>,
+    drift: Vec<f64>,
+    rate: Vec<f64>,
+    z: Vec<f64>,
+    inc: Vec<f64>,
+    /// Index of the initial particle each current particle descends from.
+    origin: Vec<usize>,
+    evals: u64,
+}
+
+impl State {
+    /// Copy every per-particle buffer from the ancestors `idx` of a resampling.
+    fn gather(&mut self, c: &Consts, idx: &[usize]) {
+        let d = c.d;
+        self.origin = gather_rows(&self.origin, 1, idx);
+        self.x = gather_rows(&self.x, d, idx);
+        self.ell = gather_rows(&self.ell, c.k, idx);
+        self.drift = gather_rows(&self.drift, d, idx);
+        self.rate = gather_rows(&self.rate, 1, idx);
+        for sc in self.scores.iter_mut() {
+            *sc = gather_rows(sc, d, idx);
+        }
+        if c.needs_div {
+            for dv in self.divs.iter_mut() {
+                *dv = gather_rows(dv, 1, idx);
+            }
+        }
+    }
+}
+
+/// The coefficients of one step ([`Sampler::coefficients`]).
+struct StepCoefficients {
+    lna: f64,
+    v: f64,
+    mx: f64,
+    ms: f64,
+    noise: f64,
+    cl: f64,
+    wl: f64,
+    wr: f64,
+}
+
+/// Move every particle, update its ℓ, and put the left part of its weight increment in `inc`.
+fn advance(c: &Consts, st: &mut State, k: &StepCoefficients) {
+    let (d, kk, chunk) = (c.d, c.k, c.chunk);
+    let (scores_r, divs_r, drift_r, rate_r, z_r) = (&st.scores, &st.divs, &st.drift, &st.rate, &st.z);
+    st.x.par_chunks_mut(chunk * d).zip(st.ell.par_chunks_mut(chunk * kk)).zip(st.inc.par_chunks_mut(chunk)).enumerate().for_each(|(ci, ((xc, ec), ic))| {
+        let mut xn = vec![0.0; d];
+        for (r, inc_b) in ic.iter_mut().enumerate() {
+            let b = ci * chunk + r;
+            let xb = &mut xc[r * d..(r + 1) * d];
+            let (db, zb) = (&drift_r[b * d..(b + 1) * d], &z_r[b * d..(b + 1) * d]);
+            *inc_b = c.div_f * d as f64 * k.lna + k.wl * rate_r[b];
+            for j in 0..d {
+                xn[j] = k.mx * xb[j] + k.ms * db[j] + k.noise * zb[j];
+            }
+            if c.tracks {
+                let eb = &mut ec[r * kk..(r + 1) * kk];
+                for (i, e) in eb.iter_mut().enumerate() {
+                    let si = &scores_r[i][b * d..(b + 1) * d];
+                    let mut dl = d as f64 * k.lna;
+                    for j in 0..d {
+                        dl += k.cl * si[j] * (xn[j] - k.mx * xb[j]) - 0.5 * k.v * si[j] * si[j];
+                    }
+                    if c.needs_div {
+                        dl += 0.5 * (c.eta * c.eta - 1.0) * k.v * divs_r[i][b];
+                    }
+                    *e += dl;
+                }
+            }
+            xb.copy_from_slice(&xn);
+        }
+    });
+}
+
+/// The first particle whose position or log-weight increment is not finite, as an error.
+fn check_finite(c: &Consts, st: &State, step: usize, t: f64) -> Result<()> {
+    let d = c.d;
+    match (0..c.n).find(|&b| !st.inc[b].is_finite() || !st.x[b * d..(b + 1) * d].iter().all(|v| v.is_finite())) {
+        Some(b) => {
+            let what = if st.inc[b].is_finite() { "particle position" } else { "log-weight increment" };
+            Err(Error::NonFinite {
+                what: format!("{what} (particle {b})"),
+                step,
+                t,
+                hint: "a model returned NaN/inf or the step is too coarse; try more --steps".into(),
+            })
+        }
+        None => Ok(()),
+    }
+}

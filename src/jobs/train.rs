@@ -1,0 +1,242 @@
+//! `mix-train`'s job: train the network a recipe describes (its `kind` picks the trainer), with periodic
+//! checkpoints, `stop_at` and exact resume where the trainer supports them.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::train::classifier::{train_classifier, ClassifierRecipe};
+use crate::train::common::load_recipe;
+use crate::train::unet::{UnetRecipe, UnetTrainer};
+use crate::train::{Recipe, Trainer};
+
+/// What to train and how; the overrides replace the recipe's values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainJob {
+    /// The recipe file (JSON).
+    pub recipe: PathBuf,
+    /// Output network file (overrides the recipe's `out`).
+    pub out: Option<PathBuf>,
+    /// Total optimisation steps (overrides `steps`).
+    pub steps: Option<usize>,
+    /// Checkpoint every N steps (overrides `checkpoint_every`; 0 = never).
+    pub checkpoint_every: Option<usize>,
+    /// Checkpoint file (default: the output with extension `.ckpt.safetensors`).
+    pub checkpoint: Option<PathBuf>,
+    /// Stop after this many steps, writing the network and a checkpoint (the learning-rate schedule
+    /// still spans all `steps`).
+    pub stop_at: Option<usize>,
+    /// Continue from this checkpoint (same recipe; exact continuation).
+    pub resume: Option<PathBuf>,
+    /// Where Fashion-MNIST's IDX files are.
+    pub data_dir: PathBuf,
+}
+
+/// Where a run stands, after each optimisation step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainProgress {
+    /// Steps done.
+    pub step: usize,
+    /// Steps the run goes to.
+    pub total: usize,
+    /// Exponential moving average (0.99) of the training loss.
+    pub loss_ema: f64,
+    /// Learning rate of the step just taken.
+    pub lr: f64,
+}
+
+/// What a finished run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainOutcome {
+    /// Steps taken in this run (not counting resumed ones).
+    pub steps_run: usize,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Final EMA of the loss (score networks).
+    pub loss_ema: Option<f64>,
+    /// Test accuracy (the classifier).
+    pub test_accuracy: Option<f64>,
+    /// The network file written.
+    pub out: PathBuf,
+}
+
+impl TrainOutcome {
+    /// The one-line summary the binary prints.
+    pub fn summary(&self) -> String {
+        match self.test_accuracy {
+            Some(acc) => format!("trained in {:.1} s; test accuracy {:.4}; wrote {}", self.seconds, acc, self.out.display()),
+            None => format!(
+                "{} steps in {:.1} s ({:.1} steps/s); final loss (EMA) {:.4}; wrote {}",
+                self.steps_run,
+                self.seconds,
+                self.steps_run as f64 / self.seconds.max(1e-9),
+                self.loss_ema.unwrap_or(f64::NAN),
+                self.out.display()
+            ),
+        }
+    }
+}
+
+/// A score-network trainer as the job's loop drives it.
+trait Steps {
+    fn steps_done(&self) -> usize;
+    fn step(&mut self) -> Result<f64>;
+    fn lr_at(&self, k: usize) -> f64;
+    fn save_network(&self, path: &Path) -> Result<()>;
+    fn save_checkpoint(&self, path: &Path) -> Result<()>;
+}
+
+impl Steps for Trainer {
+    fn steps_done(&self) -> usize {
+        Trainer::steps_done(self)
+    }
+    fn step(&mut self) -> Result<f64> {
+        Trainer::step(self)
+    }
+    fn lr_at(&self, k: usize) -> f64 {
+        self.recipe().lr_at(k)
+    }
+    fn save_network(&self, path: &Path) -> Result<()> {
+        Trainer::save_network(self, path)
+    }
+    fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        Trainer::save_checkpoint(self, path)
+    }
+}
+
+impl Steps for UnetTrainer {
+    fn steps_done(&self) -> usize {
+        UnetTrainer::steps_done(self)
+    }
+    fn step(&mut self) -> Result<f64> {
+        UnetTrainer::step(self)
+    }
+    fn lr_at(&self, k: usize) -> f64 {
+        self.recipe.lr_at(k)
+    }
+    fn save_network(&self, path: &Path) -> Result<()> {
+        self.save(path)
+    }
+    fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        self.save(path)
+    }
+}
+
+/// The recipe's `kind` (default `score_mlp`).
+fn recipe_kind(path: &Path) -> Result<String> {
+    let v: serde_json::Value = load_recipe(path)?;
+    Ok(v.get("kind").and_then(|k| k.as_str()).unwrap_or(crate::nets::mlp::KIND).to_string())
+}
+
+/// Refuse the job's flags that a recipe kind has no use for.
+fn refuse(kind: &str, flags: &[(&str, bool)]) -> Result<()> {
+    match flags.iter().find(|(_, given)| *given) {
+        Some((flag, _)) => Err(Error::param(*flag, "given", format!("recipes of kind `{kind}` do not support it; leave it out"))),
+        None => Ok(()),
+    }
+}
+
+/// Train what the recipe describes, calling `progress` after every step.
+pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<TrainOutcome> {
+    let kind = recipe_kind(&job.recipe)?;
+    let start = Instant::now();
+    match kind.as_str() {
+        crate::nets::classifier::KIND => {
+            refuse(&kind, &[
+                ("--steps", job.steps.is_some()),
+                ("--checkpoint-every", job.checkpoint_every.is_some()),
+                ("--checkpoint", job.checkpoint.is_some()),
+                ("--stop-at", job.stop_at.is_some()),
+                ("--resume", job.resume.is_some()),
+            ])?;
+            let mut recipe: ClassifierRecipe = load_recipe(&job.recipe)?;
+            if let Some(o) = &job.out {
+                recipe.out = o.clone();
+            }
+            crate::io::check_writable(&recipe.out)?;
+            let acc = train_classifier(&recipe, &job.data_dir, |k, loss| progress(&TrainProgress { step: k, total: 0, loss_ema: loss, lr: recipe.lr }))?;
+            Ok(TrainOutcome { steps_run: 0, seconds: start.elapsed().as_secs_f64(), loss_ema: None, test_accuracy: Some(acc), out: recipe.out })
+        }
+        crate::nets::unet::KIND => {
+            refuse(&kind, &[("--stop-at", job.stop_at.is_some()), ("--resume", job.resume.is_some())])?;
+            let mut recipe: UnetRecipe = load_recipe(&job.recipe)?;
+            recipe.data_dir = job.data_dir.clone();
+            override_common(job, &mut recipe.out, &mut recipe.steps, &mut recipe.checkpoint_every);
+            let ckpt = job.checkpoint.clone().unwrap_or_else(|| recipe.out.with_extension("ckpt.safetensors"));
+            let (steps, every, out) = (recipe.steps, recipe.checkpoint_every, recipe.out.clone());
+            let mut trainer = UnetTrainer::new(recipe)?;
+            drive(&mut trainer, steps, steps, every, &out, &ckpt, start, &mut progress)
+        }
+        _ => {
+            let mut recipe = Recipe::load(&job.recipe)?;
+            recipe.data_dir = job.data_dir.clone();
+            override_common(job, &mut recipe.out, &mut recipe.steps, &mut recipe.checkpoint_every);
+            if let Some(c) = &job.checkpoint {
+                recipe.checkpoint = Some(c.clone());
+            }
+            let ckpt = recipe.checkpoint_path();
+            let (steps, every, out) = (recipe.steps, recipe.checkpoint_every, recipe.out.clone());
+            let stop = job.stop_at.unwrap_or(steps).min(steps);
+            let mut trainer = match &job.resume {
+                Some(p) => Trainer::resume(recipe, p)?,
+                None => Trainer::new(recipe)?,
+            };
+            drive(&mut trainer, steps, stop, every, &out, &ckpt, start, &mut progress)
+        }
+    }
+}
+
+/// Apply the overrides every score-network recipe shares.
+fn override_common(job: &TrainJob, out: &mut PathBuf, steps: &mut usize, checkpoint_every: &mut usize) {
+    if let Some(o) = &job.out {
+        *out = o.clone();
+    }
+    if let Some(s) = job.steps {
+        *steps = s;
+    }
+    if let Some(c) = job.checkpoint_every {
+        *checkpoint_every = c;
+    }
+}
+
+/// The training loop: step to `stop` (of `steps`), checkpoint every `every` steps, then write the network
+/// and, when checkpointing or stopping early, a last checkpoint.
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    trainer: &mut impl Steps,
+    steps: usize,
+    stop: usize,
+    every: usize,
+    out: &Path,
+    ckpt: &Path,
+    start: Instant,
+    progress: &mut impl FnMut(&TrainProgress),
+) -> Result<TrainOutcome> {
+    crate::io::check_writable(out)?;
+    if every > 0 {
+        crate::io::check_writable(ckpt)?;
+    }
+    let first = trainer.steps_done();
+    let mut ema: Option<f64> = None;
+    while trainer.steps_done() < stop {
+        let loss = trainer.step()?;
+        let e = ema.map_or(loss, |e| 0.99 * e + 0.01 * loss);
+        ema = Some(e);
+        let k = trainer.steps_done();
+        progress(&TrainProgress { step: k, total: steps, loss_ema: e, lr: trainer.lr_at(k) });
+        if every > 0 && k % every == 0 && k < stop {
+            trainer.save_checkpoint(ckpt)?;
+        }
+    }
+    trainer.save_network(out)?;
+    if every > 0 || stop < steps {
+        trainer.save_checkpoint(ckpt)?;
+    }
+    Ok(TrainOutcome {
+        steps_run: trainer.steps_done() - first,
+        seconds: start.elapsed().as_secs_f64(),
+        loss_ema: ema,
+        test_accuracy: None,
+        out: out.to_path_buf(),
+    })
+}
