@@ -4,9 +4,10 @@
 //! The maths the code implements is the [`maths`] page (`docs/maths.md`); module headers cite its
 //! sections as "maths §N".
 //!
-//! Rooms, lowest first (a room names only rooms above it in this list, never below):
-//! [`error`], [`rng`] → [`io`] → [`schedule`] → [`model`] → [`nets`] → [`registry`];
-//! [`particles`], [`compose`] → [`diffusion`]; [`wfr`]; [`train`]; [`report`] (uses them all).
+//! Rooms, lowest first; code in a room imports only rooms earlier in this order (`tests/layout.rs`
+//! checks it): [`error`], [`rng`] → [`io`] → [`schedule`] → [`particles`] → [`compose`] → [`model`] →
+//! [`nets`] → [`registry`] → [`diffusion`] → [`wfr`] → [`train`] → [`report`] → [`jobs`] (what each binary
+//! runs).
 
 pub mod compose;
 pub mod diffusion;

@@ -15,6 +15,9 @@ use wfrmix::{ComposeKind, CompositionSpec, DivergenceEstimator, Integrator, Mixt
 
 mod common;
 
+/// The library's defaults are the CLI's (`SamplerConfig::default()`).
+const DEFAULTS: SamplerConfig = SamplerConfig::DEFAULT;
+
 /// Sample compositions of diffusion models (mixtures, power means, geometric mixtures, products,
 /// annealing) with a weighted reverse SDE and adaptive resampling.
 #[derive(Parser, Debug)]
@@ -43,16 +46,16 @@ struct Args {
     #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
     gamma: f64,
     /// Noise scale eta: sigma = eta * g (1 = reverse SDE, 0 = probability-flow ODE).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = DEFAULTS.noise_scale, allow_negative_numbers = true)]
     noise_scale: f64,
     /// Number of particles.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = DEFAULTS.particles)]
     particles: usize,
     /// Number of reverse steps.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = DEFAULTS.steps)]
     steps: usize,
     /// Last time of the grid.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = DEFAULTS.t_min)]
     t_min: f64,
     /// Time grid: edm (default, rho = 7), edm:RHO, logsnr or uniform.
     #[arg(long, default_value = "edm")]
@@ -61,16 +64,16 @@ struct Args {
     #[arg(long, default_value = "ancestral")]
     integrator: Integrator,
     /// Langevin corrector steps per step (geometric, product, anneal): lower weight variance, small log Z bias.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DEFAULTS.corrector_steps)]
     corrector_steps: usize,
     /// Corrector signal-to-noise ratio r: step = 2 r^2 d / mean |score|^2.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = DEFAULTS.corrector_snr)]
     corrector_snr: f64,
     /// Skip the final noise-free denoising (Tweedie) step.
     #[arg(long)]
     no_denoise: bool,
     /// Seed of the run's random stream.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DEFAULTS.seed)]
     seed: u64,
     /// Resampling scheme: systematic | stratified | multinomial | residual.
     #[arg(long, default_value = "systematic")]

@@ -51,7 +51,7 @@ enum Estimator {
 
 impl Default for DivergenceEstimator {
     fn default() -> Self {
-        DivergenceEstimator(Estimator::Vjp { probes: 1, probe: Probe::Rademacher })
+        Self::DEFAULT
     }
 }
 
@@ -66,6 +66,9 @@ impl fmt::Display for DivergenceEstimator {
 }
 
 impl DivergenceEstimator {
+    /// One Rademacher probe by a reverse-mode VJP.
+    pub const DEFAULT: DivergenceEstimator = DivergenceEstimator(Estimator::Vjp { probes: 1, probe: Probe::Rademacher });
+
     /// A checked estimator from its name (`exact`, `vjp`, `fd`), probe count, probe kind and FD step.
     pub fn new(kind: &str, probes: usize, probe: Probe, step: f64) -> Result<Self> {
         if probes == 0 {

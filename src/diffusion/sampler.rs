@@ -82,22 +82,27 @@ pub struct SamplerConfig {
     pub corrector_snr: f64,
 }
 
+impl SamplerConfig {
+    /// The defaults, which are also `mix-sample`'s.
+    pub const DEFAULT: SamplerConfig = SamplerConfig {
+        particles: 1024,
+        steps: 500,
+        t_min: 1e-3,
+        grid: TimeGrid::DEFAULT,
+        integrator: Integrator::Ancestral,
+        noise_scale: 1.0,
+        resample: ResamplePolicy::DEFAULT,
+        divergence: DivergenceEstimator::DEFAULT,
+        seed: 0,
+        denoise: true,
+        corrector_steps: 0,
+        corrector_snr: 0.05,
+    };
+}
+
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig {
-            particles: 1024,
-            steps: 500,
-            t_min: 1e-3,
-            grid: TimeGrid::default(),
-            integrator: Integrator::default(),
-            noise_scale: 1.0,
-            resample: ResamplePolicy::default(),
-            divergence: DivergenceEstimator::default(),
-            seed: 0,
-            denoise: true,
-            corrector_steps: 0,
-            corrector_snr: 0.05,
-        }
+        Self::DEFAULT
     }
 }
 

@@ -182,11 +182,14 @@ pub struct ResamplePolicy {
 
 impl Default for ResamplePolicy {
     fn default() -> Self {
-        ResamplePolicy { scheme: Resampler::Systematic, ess_threshold: 0.5, window: None }
+        Self::DEFAULT
     }
 }
 
 impl ResamplePolicy {
+    /// Systematic resampling when ESS < N/2, at any time.
+    pub const DEFAULT: ResamplePolicy = ResamplePolicy { scheme: Resampler::Systematic, ess_threshold: 0.5, window: None };
+
     /// A checked policy.
     pub fn new(scheme: Resampler, ess_threshold: f64, window: Option<(f64, f64)>) -> Result<Self> {
         if !(0.0..=1.0).contains(&ess_threshold) {

@@ -29,11 +29,14 @@ enum Spacing {
 impl Default for TimeGrid {
     /// Karras et al.'s grid with ρ = 7.
     fn default() -> Self {
-        TimeGrid(Spacing::Edm { rho: 7.0 })
+        Self::DEFAULT
     }
 }
 
 impl TimeGrid {
+    /// Karras et al.'s grid with ρ = 7.
+    pub const DEFAULT: TimeGrid = TimeGrid(Spacing::Edm { rho: 7.0 });
+
     /// Equal steps in t.
     pub fn uniform() -> Self {
         TimeGrid(Spacing::Uniform)
