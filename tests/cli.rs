@@ -196,3 +196,37 @@ fn missing_fashion_mnist_names_the_debian_package_and_writes_nothing() {
     let left: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("r.json")], "nothing but the recipe in {}", dir.display());
 }
+
+#[test]
+fn outputs_that_alias_an_input_or_each_other_are_refused_and_the_input_is_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, down) = (dir.path().join("up.safetensors"), dir.path().join("down.safetensors"));
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/gmm2d_up.safetensors"), &up).unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/gmm2d_down.safetensors"), &down).unwrap();
+    let link = dir.path().join("link.safetensors");
+    std::os::unix::fs::symlink(&up, &link).unwrap();
+    let before = std::fs::read(&up).unwrap();
+    let report = dir.path().join("r.json");
+    let cases: [(&str, &Path); 4] = [("--save-samples", &up), ("--out", &link), ("--report", &down), ("--save-samples", &report)];
+    for (flag, path) in cases {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--models".as_ref(), up.as_os_str(), down.as_os_str(), "--particles".as_ref(), "10".as_ref(), "--steps".as_ref(), "5".as_ref()]);
+        cmd.arg(flag).arg(path);
+        if path == report {
+            cmd.arg("--report").arg(&report);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag} {}: {err}", path.display());
+        assert_eq!(err.lines().count(), 1, "one-line error: {err}");
+        assert!(err.contains(flag) || err.contains("--report"), "names the flag: {err}");
+    }
+    assert_eq!(std::fs::read(&up).unwrap(), before, "the input model is unchanged");
+    assert!(!report.exists(), "nothing written");
+    let wfr = Command::new(env!("CARGO_BIN_EXE_wfr-sample"))
+        .args(["--target".as_ref(), format!("gmm:{}", up.display()).as_ref(), "--sampler".as_ref(), "anneal".as_ref(), "--save-samples".as_ref(), link.as_os_str()])
+        .output()
+        .unwrap();
+    assert_eq!(wfr.status.code(), Some(1));
+    assert_eq!(std::fs::read(&up).unwrap(), before, "the target file is unchanged");
+}

@@ -54,6 +54,39 @@ pub fn check_writable(path: &Path) -> Result<()> {
     }
 }
 
+/// Refuse outputs that would replace an input or each other: every `(flag, path)` of `outputs` must name
+/// a file (after resolving links) that is none of `inputs` and no other output, so a run can never
+/// overwrite the model it reads or write two outputs to one file.
+pub fn check_distinct(inputs: &[&Path], outputs: &[(&str, &Path)]) -> Result<()> {
+    // A file that does not exist yet cannot be an input; its parent's canonical form names it.
+    let resolve = |p: &Path| -> PathBuf {
+        std::fs::canonicalize(p).unwrap_or_else(|_| match (p.parent(), p.file_name()) {
+            (Some(dir), Some(name)) => {
+                let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+                std::fs::canonicalize(dir).map(|d| d.join(name)).unwrap_or_else(|_| p.to_path_buf())
+            }
+            _ => p.to_path_buf(),
+        })
+    };
+    let ins: Vec<PathBuf> = inputs.iter().map(|p| resolve(p)).collect();
+    let mut seen: Vec<(&str, PathBuf)> = Vec::new();
+    for (flag, out) in outputs {
+        let r = resolve(out);
+        if let Some(i) = ins.iter().position(|p| *p == r) {
+            return Err(Error::param(
+                *flag,
+                out.display(),
+                format!("is the input {} (after resolving links); write the output to another file", inputs[i].display()),
+            ));
+        }
+        if let Some((other, _)) = seen.iter().find(|(_, p)| *p == r) {
+            return Err(Error::param(*flag, out.display(), format!("is also the {other} output; give each output its own file")));
+        }
+        seen.push((flag, r));
+    }
+    Ok(())
+}
+
 /// One F32 tensor to write: name, shape, row-major data.
 pub struct F32Tensor<'a> {
     pub name: &'a str,

@@ -89,7 +89,13 @@ pub struct Progress {
 
 /// Run the job; returns the summary the binary prints.
 pub fn run(job: &EnergyJob, mut progress: impl FnMut(Progress)) -> Result<String> {
-    for p in [&job.out, &job.report, &job.save_samples].into_iter().flatten() {
+    let outputs: Vec<(&str, &std::path::Path)> = [("--out", &job.out), ("--report", &job.report), ("--save-samples", &job.save_samples)]
+        .into_iter()
+        .filter_map(|(f, p)| p.as_deref().map(|p| (f, p)))
+        .collect();
+    let target_file = job.target.strip_prefix("gmm:").map(std::path::Path::new);
+    io::check_distinct(&target_file.into_iter().collect::<Vec<_>>(), &outputs)?;
+    for (_, p) in &outputs {
         io::check_writable(p)?;
     }
     if job.particles < 2 || job.particles > MAX_PARTICLES {

@@ -212,6 +212,7 @@ fn drive(
     start: Instant,
     progress: &mut impl FnMut(&TrainProgress),
 ) -> Result<TrainOutcome> {
+    crate::io::check_distinct(&[], &[("--out", out), ("--checkpoint", ckpt)])?;
     crate::io::check_writable(out)?;
     if every > 0 {
         crate::io::check_writable(ckpt)?;
