@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::io::hub::{resolve_model_ref, HF_PREFIX};
+use crate::io::hub::resolve_model_ref;
 use crate::model::{GaussianMixture, ScoreModel};
 
 /// Resolves model references and opens them. [`Loader::default`] resolves plain paths only; give it the
@@ -27,8 +27,8 @@ impl Loader {
     pub fn load(&self, reference: impl AsRef<Path>) -> Result<Box<dyn ScoreModel>> {
         let path = reference.as_ref();
         match path.to_str() {
-            Some(s) if s.starts_with(HF_PREFIX) => load_file(&resolve_model_ref(s, self.hf_cache.as_deref())?),
-            _ => load_file(path),
+            Some(s) => load_file(&resolve_model_ref(s, self.hf_cache.as_deref())?),
+            None => load_file(path),
         }
     }
 

@@ -54,10 +54,17 @@ pub fn check_writable(path: &Path) -> Result<()> {
     }
 }
 
-/// Refuse outputs that would replace an input or each other: every `(flag, path)` of `outputs` must name
-/// a file (after resolving links) that is none of `inputs` and no other output, so a run can never
-/// overwrite the model it reads or write two outputs to one file.
-pub fn check_distinct(inputs: &[&Path], outputs: &[(&str, &Path)]) -> Result<()> {
+/// Check a run's outputs before it starts: every given `(flag, path)` of `outputs` must name a file (after
+/// resolving links) that is none of `inputs` and no other output, so a run can never overwrite the model
+/// it reads or write two outputs to one file, and each must be writable ([`check_writable`]), so a bad
+/// path fails in a second rather than after the work. `None` outputs are not asked for.
+pub fn check_outputs(inputs: &[&Path], outputs: &[(&str, Option<&Path>)]) -> Result<()> {
+    let given: Vec<(&str, &Path)> = outputs.iter().filter_map(|&(f, p)| p.map(|p| (f, p))).collect();
+    check_distinct(inputs, &given)?;
+    given.iter().try_for_each(|(_, p)| check_writable(p))
+}
+
+fn check_distinct(inputs: &[&Path], outputs: &[(&str, &Path)]) -> Result<()> {
     // A file that does not exist yet cannot be an input; its parent's canonical form names it.
     let resolve = |p: &Path| -> PathBuf {
         std::fs::canonicalize(p).unwrap_or_else(|_| match (p.parent(), p.file_name()) {

@@ -89,15 +89,9 @@ pub struct Progress {
 
 /// Run the job; returns the summary the binary prints.
 pub fn run(job: &EnergyJob, mut progress: impl FnMut(Progress)) -> Result<String> {
-    let outputs: Vec<(&str, &std::path::Path)> = [("--out", &job.out), ("--report", &job.report), ("--save-samples", &job.save_samples)]
-        .into_iter()
-        .filter_map(|(f, p)| p.as_deref().map(|p| (f, p)))
-        .collect();
-    let target_file = job.target.strip_prefix("gmm:").map(std::path::Path::new);
-    io::check_distinct(&target_file.into_iter().collect::<Vec<_>>(), &outputs)?;
-    for (_, p) in &outputs {
-        io::check_writable(p)?;
-    }
+    let target_file: Vec<&std::path::Path> = job.target.strip_prefix("gmm:").map(std::path::Path::new).into_iter().collect();
+    let outputs = [("--out", job.out.as_deref()), ("--report", job.report.as_deref()), ("--save-samples", job.save_samples.as_deref())];
+    io::check_outputs(&target_file, &outputs)?;
     if job.particles < 2 || job.particles > MAX_PARTICLES {
         return Err(Error::param("particles", job.particles, format!("need 2 ..= {MAX_PARTICLES}")));
     }

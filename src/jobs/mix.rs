@@ -86,16 +86,9 @@ impl MixOutcome {
 
 /// Run the job, calling `observer` after every step.
 pub fn run(job: &MixJob, observer: impl FnMut(&StepInfo)) -> Result<MixOutcome> {
-    // Fail on unwritable outputs before spending time on sampling.
-    let outputs: Vec<(&str, &Path)> = [("--out", &job.out), ("--save-samples", &job.save_samples), ("--report", &job.report)]
-        .into_iter()
-        .filter_map(|(f, p)| p.as_deref().map(|p| (f, p)))
-        .collect();
     let inputs: Vec<&Path> = job.models.iter().map(PathBuf::as_path).chain(job.classifier.as_deref()).collect();
-    io::check_distinct(&inputs, &outputs)?;
-    for (_, p) in &outputs {
-        io::check_writable(p)?;
-    }
+    let outputs = [("--out", job.out.as_deref()), ("--save-samples", job.save_samples.as_deref()), ("--report", job.report.as_deref())];
+    io::check_outputs(&inputs, &outputs)?;
     let models = job.loader.load_all(&job.models)?;
     let spec = CompositionSpec { n_models: models.len(), ..job.spec.clone() };
     let composition = spec.build()?;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::io::check_outputs;
 use crate::train::classifier::{train_classifier, ClassifierRecipe};
 use crate::train::common::load_recipe;
 use crate::train::unet::{UnetRecipe, UnetTrainer};
@@ -153,7 +154,7 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
             if let Some(o) = &job.out {
                 recipe.out = o.clone();
             }
-            crate::io::check_writable(&recipe.out)?;
+            check_outputs(&[&job.recipe], &[("--out", Some(&recipe.out))])?;
             let acc = train_classifier(&recipe, &job.data_dir, |k, loss| progress(&TrainProgress { step: k, total: 0, loss_ema: loss, lr: recipe.lr }))?;
             Ok(TrainOutcome { steps_run: 0, seconds: start.elapsed().as_secs_f64(), loss_ema: None, test_accuracy: Some(acc), out: recipe.out })
         }
@@ -164,6 +165,7 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
             override_common(job, &mut recipe.out, &mut recipe.steps, &mut recipe.checkpoint_every);
             let ckpt = job.checkpoint.clone().unwrap_or_else(|| recipe.out.with_extension("ckpt.safetensors"));
             let (steps, every, out) = (recipe.steps, recipe.checkpoint_every, recipe.out.clone());
+            check_outputs(&[&job.recipe], &[("--out", Some(&out)), ("--checkpoint", (every > 0).then_some(ckpt.as_path()))])?;
             let mut trainer = UnetTrainer::new(recipe)?;
             drive(&mut trainer, steps, steps, every, &out, &ckpt, start, &mut progress)
         }
@@ -177,6 +179,7 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
             let ckpt = recipe.checkpoint_path();
             let (steps, every, out) = (recipe.steps, recipe.checkpoint_every, recipe.out.clone());
             let stop = job.stop_at.unwrap_or(steps).min(steps);
+            check_outputs(&[&job.recipe], &[("--out", Some(&out)), ("--checkpoint", (every > 0 || stop < steps).then_some(ckpt.as_path()))])?;
             let mut trainer = match &job.resume {
                 Some(p) => Trainer::resume(recipe, p)?,
                 None => Trainer::new(recipe)?,
@@ -200,7 +203,8 @@ fn override_common(job: &TrainJob, out: &mut PathBuf, steps: &mut usize, checkpo
 }
 
 /// The training loop: step to `stop` (of `steps`), checkpoint every `every` steps, then write the network
-/// and, when checkpointing or stopping early, a last checkpoint.
+/// and, when checkpointing or stopping early, a last checkpoint. The caller has checked both paths
+/// ([`check_outputs`]).
 #[allow(clippy::too_many_arguments)]
 fn drive(
     trainer: &mut impl Steps,
@@ -212,11 +216,6 @@ fn drive(
     start: Instant,
     progress: &mut impl FnMut(&TrainProgress),
 ) -> Result<TrainOutcome> {
-    crate::io::check_distinct(&[], &[("--out", out), ("--checkpoint", ckpt)])?;
-    crate::io::check_writable(out)?;
-    if every > 0 {
-        crate::io::check_writable(ckpt)?;
-    }
     let first = trainer.steps_done();
     let mut ema: Option<f64> = None;
     while trainer.steps_done() < stop {
