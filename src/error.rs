@@ -43,6 +43,9 @@ pub enum Error {
     /// The simulation produced NaN or infinity.
     #[error("non-finite {what} at step {step} (t = {t:.5}); {hint}")]
     NonFinite { what: String, step: usize, t: f64, hint: String },
+    /// Training produced a non-finite loss or parameter (nothing was written at that step).
+    #[error("training diverged: non-finite {what} at step {step}; {hint}")]
+    Diverged { what: String, step: usize, hint: String },
     /// The tensor backend (candle) failed while training or building a network.
     #[error("candle failed while {what}: {reason}")]
     Backend { what: String, reason: String },

@@ -463,9 +463,20 @@ fn mix_train_checkpoints_and_resumes_to_the_same_network() {
     // A recipe that changes the architecture cannot resume this checkpoint.
     r.arch.width = 48;
     std::fs::write(&recipe_path, serde_json::to_string(&r).unwrap()).unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-train")).arg("--recipe").arg(&recipe_path).arg("--quiet").arg("--resume").arg(&ckpt).output().unwrap();
+    let other = dir.path().join("other.safetensors");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-train")).arg("--recipe").arg(&recipe_path).arg("--quiet").arg("--resume").arg(&ckpt).arg("--out").arg(&other).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("`arch`"), "{err}");
+    // Nor may it replace the network the first recipe wrote, unless told --force; rerunning the same
+    // recipe may (it reproduces the file).
+    let full = dir.path().join("full.safetensors");
+    let before = std::fs::read(&full).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-train")).arg("--recipe").arg(&recipe_path).arg("--quiet").output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--out") && err.contains("--force"), "{err}");
+    assert!(std::fs::read(&full).unwrap() == before, "the first recipe's network is untouched");
+    train(&["--force".as_ref(), "--steps".as_ref(), "5".as_ref(), "--checkpoint-every".as_ref(), "0".as_ref()]);
+    assert!(ScoreMlp::load(&full).unwrap().config().width == 48);
 }
 
 #[test]

@@ -216,15 +216,11 @@ fn shipped(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights").join(name)
 }
 
-fn have_fashion_mnist() -> bool {
-    std::path::PathBuf::from(wfrmix::io::idx::FASHION_MNIST_DIR).exists()
-}
 
 #[test]
 fn shipped_classifier_accuracy_on_the_test_set() {
     let path = shipped("fmnist_classifier.safetensors");
-    if !path.exists() || !have_fashion_mnist() {
-        eprintln!("skipped: no classifier or no Fashion-MNIST");
+    if !common::require(path.exists(), "the shipped classifier") || !common::require_fashion_mnist() {
         return;
     }
     let clf = wfrmix::nets::classifier::Classifier::load(&path).unwrap();
@@ -237,8 +233,7 @@ fn shipped_classifier_accuracy_on_the_test_set() {
 
 #[test]
 fn unet_recipe_trains_and_writes_a_self_describing_file() {
-    if !have_fashion_mnist() {
-        eprintln!("skipped: no Fashion-MNIST");
+    if !common::require_fashion_mnist() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -322,8 +317,7 @@ fn shipped_experts_judged_by_the_classifier() {
     // 256 particles, 250 steps (the docs use 500). Binomial sd at 256 samples: 0.029 at p = 0.3, ≤ 0.02
     // at p ≥ 0.9; bounds are about 3 sd from the documented values.
     let names = ["mlp_fmnist_a", "mlp_fmnist_b", "fmnist_classifier"];
-    if names.iter().any(|n| !shipped(&format!("{n}.safetensors")).exists()) {
-        eprintln!("skipped: shipped experts or classifier missing");
+    if !common::require(names.iter().all(|n| shipped(&format!("{n}.safetensors")).exists()), "the shipped experts or classifier") {
         return;
     }
     let a = judged_run(&["--models", "weights/mlp_fmnist_a.safetensors", "--compose", "anneal", "--gamma", "1", "--particles", "256", "--steps", "250"]);

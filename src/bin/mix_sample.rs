@@ -166,6 +166,7 @@ fn job(args: Args) -> Result<MixJob> {
         save_samples: args.save_samples,
         report: args.report,
         classifier: args.classifier,
+        memory_limit: common::available_memory(),
     })
 }
 
@@ -190,5 +191,8 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    common::exit("mix-sample", run(Args::parse()))
+    match common::parse::<Args>("mix-sample") {
+        Ok(args) => common::exit("mix-sample", run(args)),
+        Err(code) => code,
+    }
 }

@@ -43,6 +43,10 @@ struct Args {
     /// Continue from this checkpoint (same recipe; exact continuation).
     #[arg(long, value_name = "CKPT.safetensors")]
     resume: Option<PathBuf>,
+    /// Replace existing output files even when they were not written from this recipe (by default
+    /// mix-train replaces only a network or checkpoint that records the same recipe and overrides).
+    #[arg(long)]
+    force: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -58,6 +62,7 @@ fn run(args: Args) -> Result<()> {
         stop_at: args.stop_at,
         resume: args.resume,
         data_dir: std::env::var_os("FASHION_MNIST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(wfrmix::io::idx::FASHION_MNIST_DIR)),
+        force: args.force,
     };
     let bar = common::bar(args.quiet, None, "{elapsed_precise} [{bar:40}] {pos}/{len} steps ({per_sec}, eta {eta})  {msg}");
     let result = train::run(&job, |p| {
@@ -83,5 +88,8 @@ fn main() -> ExitCode {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
-    common::exit("mix-train", run(Args::parse()))
+    match common::parse::<Args>("mix-train") {
+        Ok(args) => common::exit("mix-train", run(args)),
+        Err(code) => code,
+    }
 }

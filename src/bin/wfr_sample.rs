@@ -163,6 +163,7 @@ fn run(args: Args) -> Result<()> {
         out: args.out,
         report: args.report,
         save_samples: args.save_samples,
+        memory_limit: common::available_memory(),
     };
     if job.experiment && !args.quiet {
         eprintln!("running Langevin then WFR, {} particles, tau = {} ...", job.particles, job.time);
@@ -179,5 +180,8 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    common::exit("wfr-sample", run(Args::parse()))
+    match common::parse::<Args>("wfr-sample") {
+        Ok(args) => common::exit("wfr-sample", run(args)),
+        Err(code) => code,
+    }
 }

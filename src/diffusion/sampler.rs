@@ -225,6 +225,9 @@ impl<'a> Sampler<'a> {
         if c.steps == 0 {
             return Err(Error::param("steps", 0, "need at least one step"));
         }
+        crate::limits::at_most("particles", c.particles, crate::limits::MAX_PARTICLES)?;
+        crate::limits::at_most("steps", c.steps, crate::limits::MAX_STEPS)?;
+        crate::limits::memory("particles", c.particles, memory_estimate(c.particles, models[0].dim(), models.len()), crate::limits::MAX_RUN_BYTES, "the number of particles")?;
         if !(c.t_min.is_finite() && c.t_min > 0.0 && c.t_min < 1.0) {
             return Err(Error::param("t_min", c.t_min, "must lie in (0, 1)"));
         }
@@ -258,6 +261,13 @@ impl<'a> Sampler<'a> {
         Ok(Sampler { models, composition, config, schedule, times })
     }
 
+    /// The memory the run's particle buffers need, in bytes (positions, drifts, noise, one score buffer
+    /// per model, ℓ, divergences, and one buffer's worth for resampling and the models' own work). A
+    /// caller compares it with the machine's memory before [`Self::run`].
+    pub fn memory_bytes(&self) -> u64 {
+        memory_estimate(self.config.particles, self.models[0].dim(), self.models.len()).expect("checked in new")
+    }
+
     /// The checked settings.
     pub fn config(&self) -> &SamplerConfig {
         &self.config
@@ -282,7 +292,7 @@ impl<'a> Sampler<'a> {
         let mut st = self.initial_state(&c, &mut rng);
         let mut weights = ParticleWeights::new(c.n);
         let mut infos = Vec::with_capacity(cfg.steps);
-        self.refresh(&c, &mut st, self.times[0], &mut rng)?;
+        self.refresh(&c, &mut st, 0, self.times[0], &mut rng)?;
         for step in 0..cfg.steps {
             let (t, s) = (self.times[step], self.times[step + 1]);
             let k = self.coefficients(&c, t, s);
@@ -291,7 +301,7 @@ impl<'a> Sampler<'a> {
             }
             advance(&c, &mut st, &k);
             // Scores at the new points: the right end of this step's weight, and the next step's drift.
-            self.refresh(&c, &mut st, s, &mut rng)?;
+            self.refresh(&c, &mut st, step + 1, s, &mut rng)?;
             if c.weighted {
                 st.inc.iter_mut().zip(&st.rate).for_each(|(i, r)| *i += k.wr * r);
             }
@@ -302,7 +312,7 @@ impl<'a> Sampler<'a> {
             }
             for _ in 0..cfg.corrector_steps {
                 self.langevin_correct(&mut st.x, &st.drift, &mut st.z, c.chunk, &mut rng);
-                self.refresh(&c, &mut st, s, &mut rng)?;
+                self.refresh(&c, &mut st, step + 1, s, &mut rng)?;
             }
             let info = StepInfo {
                 step: step + 1,
@@ -318,6 +328,9 @@ impl<'a> Sampler<'a> {
         }
         if cfg.denoise {
             self.denoise(&c, &mut st);
+            if let Some(b) = first_bad_row(&st.x, c.d) {
+                return Err(non_finite(format!("denoised sample (particle {b})"), cfg.steps, cfg.t_min));
+            }
         }
         let lse = crate::particles::log_sum_exp(weights.log_weights());
         Ok(SampleRun {
@@ -387,13 +400,21 @@ impl<'a> Sampler<'a> {
 
     /// Scores (and divergences, where needed) of every model at the particles and time t, then every
     /// particle's drift score ŝ and weight-rate part R from them and ℓ.
-    fn refresh(&self, c: &Consts, st: &mut State, t: f64, rng: &mut Rng) -> Result<()> {
+    /// Every value is checked: a non-finite score or divergence is an error that names the model, the
+    /// particle, the step and t.
+    fn refresh(&self, c: &Consts, st: &mut State, step: usize, t: f64, rng: &mut Rng) -> Result<()> {
         for (m, sc) in self.models.iter().zip(st.scores.iter_mut()) {
             batch_score(*m, &st.x, t, sc)?;
+            if let Some(b) = first_bad_row(sc, c.d) {
+                return Err(non_finite(format!("score of model `{}` (particle {b})", m.name()), step, t));
+            }
         }
         if c.needs_div {
             for (m, dv) in self.models.iter().zip(st.divs.iter_mut()) {
                 self.config.divergence.estimate(*m, &st.x, t, rng, dv)?;
+                if let Some(b) = first_bad_row(dv, 1) {
+                    return Err(non_finite(format!("divergence of model `{}` (particle {b})", m.name()), step, t));
+                }
             }
         }
         st.evals += (c.n * (c.k + c.div_cost)) as u64;
@@ -415,6 +436,9 @@ impl<'a> Sampler<'a> {
                 *rb = comp.drift_and_rate(&sc, &ell[b * k..(b + 1) * k], c.needs_div.then_some(&dv[..]), c.kappa, &mut w, &mut dc[r * d..(r + 1) * d]);
             }
         });
+        if let Some(b) = first_bad_row(&st.drift, d).or_else(|| first_bad_row(&st.rate, 1)) {
+            return Err(non_finite(format!("composed drift or weight rate (particle {b})"), step, t));
+        }
         Ok(())
     }
 
@@ -484,6 +508,14 @@ impl<'a> Sampler<'a> {
             }
         });
     }
+}
+
+/// [`Sampler::memory_bytes`] for n particles of d values and k models (None on overflow): n·d values in
+/// k + 5 buffers, n·k in 2 (ℓ, divergences) and a few per particle.
+fn memory_estimate(n: usize, d: usize, k: usize) -> Option<u64> {
+    let big = crate::limits::f64_bytes(n, d, k.checked_add(5)?)?;
+    let small = crate::limits::f64_bytes(n, k.checked_mul(2)?.checked_add(4)?, 1)?;
+    big.checked_add(small)
 }
 
 /// What a run fixes once: sizes, the noise scale and what the composition needs.
@@ -581,19 +613,21 @@ fn advance(c: &Consts, st: &mut State, k: &StepCoefficients) {
     });
 }
 
-/// The first particle whose position or log-weight increment is not finite, as an error.
+/// The first particle whose position, tracked log-densities ℓ or log-weight increment is not finite,
+/// as an error.
 fn check_finite(c: &Consts, st: &State, step: usize, t: f64) -> Result<()> {
-    let d = c.d;
-    match (0..c.n).find(|&b| !st.inc[b].is_finite() || !st.x[b * d..(b + 1) * d].iter().all(|v| v.is_finite())) {
-        Some(b) => {
-            let what = if st.inc[b].is_finite() { "particle position" } else { "log-weight increment" };
-            Err(Error::NonFinite {
-                what: format!("{what} (particle {b})"),
-                step,
-                t,
-                hint: "a model returned NaN/inf or the step is too coarse; try more --steps".into(),
-            })
-        }
+    let bad = [("particle position", first_bad_row(&st.x, c.d)), ("log-weight increment", first_bad_row(&st.inc, 1)), ("tracked log-density", first_bad_row(&st.ell, c.k))];
+    match bad.iter().find_map(|(what, b)| b.map(|b| (what, b))) {
+        Some((what, b)) => Err(non_finite(format!("{what} (particle {b})"), step, t)),
         None => Ok(()),
     }
+}
+
+/// The first row (of `width` values) of `v` that holds a NaN or an infinity.
+fn first_bad_row(v: &[f64], width: usize) -> Option<usize> {
+    v.iter().position(|x| !x.is_finite()).map(|i| i / width.max(1))
+}
+
+fn non_finite(what: String, step: usize, t: f64) -> Error {
+    Error::NonFinite { what, step, t, hint: "a model returned NaN/inf or the step is too coarse; try more --steps".into() }
 }

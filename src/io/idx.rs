@@ -99,17 +99,28 @@ struct Idx {
     data: Vec<u8>,
 }
 
+/// Largest IDX data after decompression (Fashion-MNIST's training images are 47 MB).
+const MAX_IDX_BYTES: u64 = 1 << 30;
+
 fn read_idx(path: &Path) -> Result<Idx> {
+    read_idx_limited(path, MAX_IDX_BYTES)
+}
+
+fn read_idx_limited(path: &Path, limit: u64) -> Result<Idx> {
     let rerr = |cause| Error::Read { path: path.to_path_buf(), cause };
-    let raw = std::fs::read(path).map_err(rerr)?;
+    let raw = super::read_limited(path)?;
+    let bad = |reason: String| Error::param(format!("IDX file {}", path.display()), "header", reason);
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        // A gzip stream is read to at most the limit: a small file that inflates without end is an error.
         let mut v = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut v).map_err(rerr)?;
+        flate2::read::GzDecoder::new(&raw[..]).take(limit + 1).read_to_end(&mut v).map_err(rerr)?;
+        if v.len() as u64 > limit {
+            return Err(bad(format!("the gzip stream inflates to more than {} bytes", limit)));
+        }
         v
     } else {
         raw
     };
-    let bad = |reason: String| Error::param(format!("IDX file {}", path.display()), "header", reason);
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
         return Err(bad("not an IDX file (bad magic number)".into()));
     }
@@ -121,7 +132,7 @@ fn read_idx(path: &Path) -> Result<Idx> {
         return Err(bad("truncated header".into()));
     }
     let dims: Vec<usize> = (0..nd).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize).collect();
-    let n: usize = dims.iter().product();
+    let n = crate::limits::product("IDX dimensions", &dims, limit as usize).map_err(|e| bad(e.to_string()))?;
     let data = &bytes[4 + 4 * nd..];
     if data.len() != n {
         return Err(bad(format!("dimensions {dims:?} need {n} bytes, the file holds {} (truncated?)", data.len())));
@@ -166,9 +177,28 @@ mod tests {
     }
 
     #[test]
+    fn absurd_dimensions_and_gzip_bombs_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x-idx3-ubyte");
+        std::fs::write(&p, idx(&[u32::MAX, u32::MAX, u32::MAX], &[1, 2, 3])).unwrap();
+        let e = read_idx(&p).err().unwrap().to_string();
+        assert!(e.contains("IDX dimensions"), "{e}");
+        // 64 MiB of zeros compress to 64 KB; with a 16 MiB limit reading stops there (the real limit,
+        // 1 GiB, works the same way).
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&idx(&[1 << 26, 1, 1], &[])).unwrap();
+        gz.write_all(&vec![0u8; 1 << 26]).unwrap();
+        std::fs::write(&p, gz.finish().unwrap()).unwrap();
+        let e = read_idx_limited(&p, 1 << 24).err().unwrap().to_string();
+        assert!(e.contains("inflates to more than"), "{e}");
+    }
+
+    #[test]
     fn reads_the_debian_package_when_installed() {
         let dir = Path::new(FASHION_MNIST_DIR);
         if !dir.exists() {
+            // Under CI (the test runner's environment, not the library's) a missing package fails the test.
+            assert!(std::env::var_os("CI").is_none(), "{FASHION_MNIST_DIR} absent under CI: install dataset-fashion-mnist");
             eprintln!("{FASHION_MNIST_DIR} absent: install dataset-fashion-mnist to run this check");
             return;
         }

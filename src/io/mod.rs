@@ -1,5 +1,5 @@
-//! Files in and out: output that never leaves a half-written file (everything is written to a temporary
-//! file beside the target and renamed into place), the safetensors and JSON writers, and the readers in
+//! Files in and out: output that never leaves a half-written file (everything is written to an exclusive
+//! temporary file beside the target, synced, and renamed into place), the safetensors and JSON writers, and the readers in
 //! the rooms below: [`tensors`] (safetensors with errors that name the tensor), [`hub`] (the local Hugging
 //! Face cache) and [`idx`] (Fashion-MNIST's IDX files).
 
@@ -15,24 +15,54 @@ use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{Error, Result};
 
-fn temp_path(path: &Path) -> PathBuf {
+/// A new temporary file beside `path`, created exclusively (`create_new`: never an existing file, never
+/// through a symlink planted at the name) under an unpredictable name (a random 64-bit suffix from the
+/// standard library's randomly keyed hasher), retried on the rare collision.
+fn create_temp(path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use std::hash::{BuildHasher, Hasher};
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    let mut last = None;
+    for _ in 0..16 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let tmp = path.with_file_name(format!(".{name}.{:016x}.tmp", h.finish()));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
 }
 
-/// Write `bytes` to `path` atomically (temporary file + rename). On failure nothing is left at `path`
-/// and the temporary file is removed.
+/// Make a rename in `path`'s directory durable (fsync of the directory; a no-op where directories
+/// cannot be opened).
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::File::open(dir) {
+        Ok(d) => d.sync_all(),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Write `bytes` to `path` atomically: a temporary file beside it ([`create_temp`]), written and synced,
+/// renamed into place, and the directory synced. On failure nothing is left at `path` (a file already
+/// there stays as it was) and the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let werr = |source| Error::Write { path: path.to_path_buf(), cause: source };
     if path.as_os_str().is_empty() {
         return Err(werr(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty path")));
     }
-    let tmp = temp_path(path);
+    let (tmp, mut f) = create_temp(path).map_err(werr)?;
     let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        sync_dir(path)
     })();
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
@@ -44,9 +74,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Check that `path` can be created (its directory exists and is writable) before a long run starts,
 /// so a bad `--out` fails in a second rather than after the sampling.
 pub fn check_writable(path: &Path) -> Result<()> {
-    let tmp = temp_path(path);
-    match std::fs::File::create(&tmp) {
-        Ok(_) => {
+    if path.is_dir() {
+        return Err(Error::Write { path: path.to_path_buf(), cause: std::io::Error::other("is a directory; give a file name") });
+    }
+    match create_temp(path) {
+        Ok((tmp, _)) => {
             let _ = std::fs::remove_file(&tmp);
             Ok(())
         }
@@ -60,6 +92,9 @@ pub fn check_writable(path: &Path) -> Result<()> {
 /// path fails in a second rather than after the work. `None` outputs are not asked for.
 pub fn check_outputs(inputs: &[&Path], outputs: &[(&str, Option<&Path>)]) -> Result<()> {
     let given: Vec<(&str, &Path)> = outputs.iter().filter_map(|&(f, p)| p.map(|p| (f, p))).collect();
+    if let Some((flag, _)) = given.iter().find(|(_, p)| p.as_os_str().is_empty()) {
+        return Err(Error::param(*flag, "\"\"", "an empty path; give a file name"));
+    }
     check_distinct(inputs, &given)?;
     given.iter().try_for_each(|(_, p)| check_writable(p))
 }
@@ -94,11 +129,39 @@ fn check_distinct(inputs: &[&Path], outputs: &[(&str, &Path)]) -> Result<()> {
     Ok(())
 }
 
+/// The bytes of `path`, read whole, refusing files over [`crate::limits::MAX_FILE_BYTES`] before
+/// reading them.
+pub fn read_limited(path: &Path) -> Result<Vec<u8>> {
+    let rerr = |cause| Error::Read { path: path.to_path_buf(), cause };
+    let len = std::fs::metadata(path).map_err(rerr)?.len();
+    if len > crate::limits::MAX_FILE_BYTES {
+        return Err(rerr(std::io::Error::other(format!("{} bytes is more than the limit of {}", len, crate::limits::MAX_FILE_BYTES))));
+    }
+    std::fs::read(path).map_err(rerr)
+}
+
 /// One F32 tensor to write: name, shape, row-major data.
 pub struct F32Tensor<'a> {
     pub name: &'a str,
     pub shape: Vec<usize>,
     pub data: &'a [f32],
+}
+
+/// An error unless every value of `tensors` is finite: a network or checkpoint with a NaN or an infinity
+/// is never written to `path` (the file there, if any, stays as it was).
+pub fn check_finite_tensors(path: &Path, tensors: &[F32Tensor<'_>]) -> Result<()> {
+    for t in tensors {
+        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+            return Err(Error::BadValue {
+                path: path.to_path_buf(),
+                tensor: t.name.to_string(),
+                index: i,
+                value: t.data[i] as f64,
+                reason: "not written: a network must be finite (the file already there, if any, is kept)".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Write F32 tensors (and string metadata) as a safetensors file, atomically.

@@ -18,8 +18,7 @@ pub struct TensorFile {
 impl TensorFile {
     /// Read and validate `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.to_path_buf(), cause: source })?;
-        Self::from_bytes(path, bytes)
+        Self::from_bytes(path, super::read_limited(path)?)
     }
 
     /// Validate bytes that came from `path` (used in messages).

@@ -78,6 +78,8 @@ pub struct EnergyJob {
     pub out: Option<PathBuf>,
     pub report: Option<PathBuf>,
     pub save_samples: Option<PathBuf>,
+    /// Bytes the run may use (the binary passes the machine's available memory).
+    pub memory_limit: u64,
 }
 
 /// Progress of a run: `done` of `total` units (steps, or annealing β × 1000).
@@ -101,6 +103,9 @@ pub fn run(job: &EnergyJob, mut progress: impl FnMut(Progress)) -> Result<String
     }
     let target = target_from_name(&job.target, &job.knobs)?;
     let d = target.dim();
+    // Positions, forces, noise, KDE and resampling buffers: about 8 n × d values.
+    crate::limits::at_most("target dimension", d, crate::limits::MAX_ITEM_VALUES)?;
+    crate::limits::memory("--particles", job.particles, crate::limits::f64_bytes(job.particles, d, 8), job.memory_limit, "--particles or the target's dimension")?;
     let exact_1d = if job.target.starts_with("double-well") {
         Some(DoubleWell::new(d, job.knobs.barrier, job.knobs.tilt, job.knobs.epsilon)?)
     } else {

@@ -36,6 +36,9 @@ pub struct MixJob {
     pub report: Option<PathBuf>,
     /// Fashion-MNIST classifier that judges image samples.
     pub classifier: Option<PathBuf>,
+    /// Bytes the run may use (the binary passes the machine's available memory); a run that needs more
+    /// is refused before it starts.
+    pub memory_limit: u64,
 }
 
 /// Class fractions of the samples by the classifier.
@@ -101,6 +104,10 @@ pub fn run(job: &MixJob, observer: impl FnMut(&StepInfo)) -> Result<MixOutcome> 
         ));
     }
     let sampler = Sampler::new(&models, composition.clone(), job.config.clone())?;
+    crate::limits::memory("--particles", job.config.particles, Some(sampler.memory_bytes()), job.memory_limit, "--particles")?;
+    if job.out.is_some() && models[0].data_shape().len() == 3 {
+        report::check_grid(models[0].data_shape(), job.grid, 3).map_err(|e| rename_param(e, "--grid-size"))?;
+    }
     let run = sampler.run(observer)?;
     let classes = classifier.as_ref().map(|c| judge(c, &run)).transpose()?;
     write_outputs(job, &composition, &run, classes.as_ref(), classifier.as_ref())?;
@@ -166,6 +173,14 @@ fn write_outputs(job: &MixJob, composition: &Composition, run: &SampleRun, class
         }
     }
     Ok(())
+}
+
+/// `e` with its parameter called `flag` (the CLI's name for it).
+fn rename_param(e: Error, flag: &str) -> Error {
+    match e {
+        Error::InvalidParameter { value, reason, .. } => Error::InvalidParameter { name: flag.into(), value, reason },
+        e => e,
+    }
 }
 
 fn kind_name(k: ComposeKind) -> String {

@@ -31,6 +31,8 @@ pub struct TrainJob {
     pub resume: Option<PathBuf>,
     /// Where Fashion-MNIST's IDX files are.
     pub data_dir: PathBuf,
+    /// Replace existing output files even when they were not written from this recipe.
+    pub force: bool,
 }
 
 /// Where a run stands, after each optimisation step.
@@ -155,6 +157,7 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
                 recipe.out = o.clone();
             }
             check_outputs(&[&job.recipe], &[("--out", Some(&recipe.out))])?;
+            check_replace(job, &to_json(&recipe), &[("--out", Some(&recipe.out))])?;
             let acc = train_classifier(&recipe, &job.data_dir, |k, loss| progress(&TrainProgress { step: k, total: 0, loss_ema: loss, lr: recipe.lr }))?;
             Ok(TrainOutcome { steps_run: 0, seconds: start.elapsed().as_secs_f64(), loss_ema: None, test_accuracy: Some(acc), out: recipe.out })
         }
@@ -162,24 +165,28 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
             refuse(&kind, &[("--stop-at", job.stop_at.is_some()), ("--resume", job.resume.is_some())])?;
             let mut recipe: UnetRecipe = load_recipe(&job.recipe)?;
             recipe.data_dir = job.data_dir.clone();
-            override_common(job, &mut recipe.out, &mut recipe.steps, &mut recipe.checkpoint_every);
+            override_common(job, &mut recipe.out, &mut recipe.steps, &mut recipe.checkpoint_every)?;
             let ckpt = job.checkpoint.clone().unwrap_or_else(|| recipe.out.with_extension("ckpt.safetensors"));
             let (steps, every, out) = (recipe.steps, recipe.checkpoint_every, recipe.out.clone());
-            check_outputs(&[&job.recipe], &[("--out", Some(&out)), ("--checkpoint", (every > 0).then_some(ckpt.as_path()))])?;
+            let outputs = [("--out", Some(out.as_path())), ("--checkpoint", (every > 0).then_some(ckpt.as_path()))];
+            check_outputs(&[&job.recipe], &outputs)?;
+            check_replace(job, &to_json(&recipe), &outputs)?;
             let mut trainer = UnetTrainer::new(recipe)?;
             drive(&mut trainer, steps, steps, every, &out, &ckpt, start, &mut progress)
         }
         _ => {
             let mut recipe = Recipe::load(&job.recipe)?;
             recipe.data_dir = job.data_dir.clone();
-            override_common(job, &mut recipe.out, &mut recipe.steps, &mut recipe.checkpoint_every);
+            override_common(job, &mut recipe.out, &mut recipe.steps, &mut recipe.checkpoint_every)?;
             if let Some(c) = &job.checkpoint {
                 recipe.checkpoint = Some(c.clone());
             }
             let ckpt = recipe.checkpoint_path();
             let (steps, every, out) = (recipe.steps, recipe.checkpoint_every, recipe.out.clone());
             let stop = job.stop_at.unwrap_or(steps).min(steps);
-            check_outputs(&[&job.recipe], &[("--out", Some(&out)), ("--checkpoint", (every > 0 || stop < steps).then_some(ckpt.as_path()))])?;
+            let outputs = [("--out", Some(out.as_path())), ("--checkpoint", (every > 0 || stop < steps).then_some(ckpt.as_path()))];
+            check_outputs(&[&job.recipe], &outputs)?;
+            check_replace(job, &to_json(&recipe), &outputs)?;
             let mut trainer = match &job.resume {
                 Some(p) => Trainer::resume(recipe, p)?,
                 None => Trainer::new(recipe)?,
@@ -189,8 +196,37 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
     }
 }
 
-/// Apply the overrides every score-network recipe shares.
-fn override_common(job: &TrainJob, out: &mut PathBuf, steps: &mut usize, checkpoint_every: &mut usize) {
+fn to_json(recipe: &impl serde::Serialize) -> String {
+    serde_json::to_string(recipe).expect("plain struct")
+}
+
+/// Refuse to replace an existing output file unless it records `recipe` (the JSON this run records: it
+/// is a network or checkpoint written from the same recipe, so a rerun reproduces or continues it) or the
+/// job says `force`. A shipped expert cannot be overwritten by a changed recipe (`--steps 10`) by accident.
+fn check_replace(job: &TrainJob, recipe: &str, outputs: &[(&str, Option<&Path>)]) -> Result<()> {
+    if job.force {
+        return Ok(());
+    }
+    for (flag, path) in outputs.iter().filter_map(|&(f, p)| p.map(|p| (f, p))) {
+        if !path.exists() {
+            continue;
+        }
+        let recorded = crate::io::tensors::TensorFile::open(path).ok().and_then(|f| f.metadata("recipe").map(String::from));
+        if recorded.as_deref() != Some(recipe) {
+            let why = if recorded.is_some() { "was written from a different recipe (or different overrides)" } else { "was not written by mix-train" };
+            return Err(Error::param(
+                flag,
+                path.display(),
+                format!("the file exists and {why}; write to another path (--out, --checkpoint) or pass --force to replace it"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Apply the overrides every score-network recipe shares, and check the sizes they set: 1 to
+/// [`crate::limits::MAX_STEPS`] steps, `--stop-at` ≥ 1.
+fn override_common(job: &TrainJob, out: &mut PathBuf, steps: &mut usize, checkpoint_every: &mut usize) -> Result<()> {
     if let Some(o) = &job.out {
         *out = o.clone();
     }
@@ -200,6 +236,15 @@ fn override_common(job: &TrainJob, out: &mut PathBuf, steps: &mut usize, checkpo
     if let Some(c) = job.checkpoint_every {
         *checkpoint_every = c;
     }
+    let flag = if job.steps.is_some() { "--steps" } else { "steps" };
+    if *steps == 0 {
+        return Err(Error::param(flag, 0, "need at least one optimisation step"));
+    }
+    crate::limits::at_most(flag, *steps, crate::limits::MAX_STEPS)?;
+    if job.stop_at == Some(0) {
+        return Err(Error::param("--stop-at", 0, "must be at least 1 (the steps to take before stopping)"));
+    }
+    Ok(())
 }
 
 /// The training loop: step to `stop` (of `steps`), checkpoint every `every` steps, then write the network
@@ -220,6 +265,14 @@ fn drive(
     let mut ema: Option<f64> = None;
     while trainer.steps_done() < stop {
         let loss = trainer.step()?;
+        if !loss.is_finite() {
+            let step = trainer.steps_done();
+            return Err(Error::Diverged {
+                what: format!("loss ({loss})"),
+                step,
+                hint: "lower the recipe's lr or raise its t_min; the last checkpoint, if any, is kept and can be resumed".into(),
+            });
+        }
         let e = ema.map_or(loss, |e| 0.99 * e + 0.01 * loss);
         ema = Some(e);
         let k = trainer.steps_done();

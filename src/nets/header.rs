@@ -126,7 +126,8 @@ impl<'a> Header<'a> {
     /// The data shape `data_shape` (a JSON array such as `example`) and its text.
     pub fn data_shape(&self, example: &str) -> Result<(Vec<usize>, &'a str)> {
         let shape_s = self.req("data_shape", &format!("a JSON array such as {example}"))?;
-        let shape = serde_json::from_str(shape_s).map_err(|e| self.err("data_shape", format!("`{shape_s}`: {e}; expected a JSON array such as {example}")))?;
+        let shape: Vec<usize> = serde_json::from_str(shape_s).map_err(|e| self.err("data_shape", format!("`{shape_s}`: {e}; expected a JSON array such as {example}")))?;
+        crate::limits::data_shape("data_shape", &shape).map_err(|e| self.err("data_shape", e.to_string()))?;
         Ok((shape, shape_s))
     }
 
@@ -159,6 +160,7 @@ pub(crate) fn save_net<'a>(
 ) -> Result<()> {
     params.extend(extra_tensors.iter().map(|t| F32Tensor { name: t.name, shape: t.shape.clone(), data: t.data }));
     meta.extend(extra_meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+    crate::io::check_finite_tensors(path, &params)?;
     write_safetensors(path, &params, &meta)
 }
 

@@ -80,6 +80,13 @@ impl MlpConfig {
         if !(self.max_freq.is_finite() && self.max_freq >= 1.0) {
             return Err(format!("max_freq = {} must be finite and ≥ 1", self.max_freq));
         }
+        use crate::limits::{MAX_FREQ, MAX_LAYERS, MAX_TIME_FREQS, MAX_WIDTH};
+        if self.width > MAX_WIDTH || self.depth > MAX_LAYERS || self.time_freqs > MAX_TIME_FREQS || self.max_freq > MAX_FREQ {
+            return Err(format!(
+                "width ({}), depth ({}), time_freqs ({}) and max_freq ({}) may be at most {MAX_WIDTH}, {MAX_LAYERS}, {MAX_TIME_FREQS} and {MAX_FREQ}",
+                self.width, self.depth, self.time_freqs, self.max_freq
+            ));
+        }
         Ok(())
     }
 

@@ -92,6 +92,14 @@ impl UnetConfig {
         if !(self.max_freq.is_finite() && self.max_freq >= 1.0) {
             return Err(format!("max_freq = {} must be finite and ≥ 1", self.max_freq));
         }
+        use crate::limits::{MAX_FREQ, MAX_TIME_FREQS, MAX_WIDTH};
+        const MAX_LEVELS: usize = 8;
+        if self.channels.len() > MAX_LEVELS || self.channels.iter().chain([&self.time_dim]).any(|&c| c > MAX_WIDTH) || self.time_freqs > MAX_TIME_FREQS || self.max_freq > MAX_FREQ {
+            return Err(format!(
+                "at most {MAX_LEVELS} levels, {MAX_WIDTH} channels (and time_dim), {MAX_TIME_FREQS} time_freqs and max_freq {MAX_FREQ}; found {} levels, channels {:?}, time_dim {}, time_freqs {}, max_freq {}",
+                self.channels.len(), self.channels, self.time_dim, self.time_freqs, self.max_freq
+            ));
+        }
         if data_shape.len() != 3 || data_shape.contains(&0) {
             return Err(format!("data_shape {data_shape:?}: a U-Net needs images [C, H, W]"));
         }

@@ -133,6 +133,7 @@ pub fn save_scatter(path: &Path, run: &SampleRun, title: &str, rng: &mut Rng) ->
 /// given, are written under the images in order (e.g. a classifier's verdicts).
 #[allow(clippy::too_many_arguments)]
 pub fn save_image_grid(path: &Path, images: &[f64], shape: &[usize], rows: usize, cols: usize, scale: u32, title: &str, labels: Option<&[String]>) -> Result<()> {
+    check_grid(shape, (rows, cols), scale)?;
     let (h, w) = (shape[shape.len() - 2], shape[shape.len() - 1]);
     let per = shape.iter().product::<usize>();
     let n = (images.len() / per.max(1)).min(rows * cols);
@@ -152,6 +153,32 @@ pub fn save_image_grid(path: &Path, images: &[f64], shape: &[usize], rows: usize
         }
     }
     c.save_png(path)
+}
+
+/// Check that an image grid of `grid` = rows × cols images of `shape` ([.., h, w]) at `scale` pixels
+/// per value fits the stated limits (at most [`crate::limits::MAX_GRID_IMAGES`] images and
+/// [`crate::limits::MAX_PICTURE_PIXELS`] pixels), before anything is sampled or drawn.
+pub fn check_grid(shape: &[usize], grid: (usize, usize), scale: u32) -> Result<()> {
+    use crate::limits::{MAX_GRID_IMAGES, MAX_PICTURE_PIXELS};
+    let (rows, cols) = grid;
+    let value = format!("{rows}x{cols}");
+    if rows == 0 || cols == 0 || rows.checked_mul(cols).is_none_or(|m| m > MAX_GRID_IMAGES) {
+        return Err(crate::error::Error::param("grid size", value, format!("need 1 to {MAX_GRID_IMAGES} images in all (e.g. 8x8)")));
+    }
+    if shape.len() < 2 {
+        return Ok(());
+    }
+    let (h, w) = (shape[shape.len() - 2] as u64, shape[shape.len() - 1] as u64);
+    let side = |n: usize, px: u64, pad: u64| px.checked_mul(scale as u64)?.checked_add(pad)?.checked_mul(n as u64)?.checked_add(34);
+    let pixels = side(cols, w, 6).zip(side(rows, h, 18)).and_then(|(a, b)| a.checked_mul(b));
+    match pixels {
+        Some(p) if p <= MAX_PICTURE_PIXELS && p <= u32::MAX as u64 => Ok(()),
+        _ => Err(crate::error::Error::param(
+            "grid size",
+            value,
+            format!("a picture of {rows}x{cols} images of {h}x{w} pixels exceeds {MAX_PICTURE_PIXELS} pixels; use a smaller grid"),
+        )),
+    }
 }
 
 /// The picture for a run: an image grid (`grid` = rows × cols) for image-shaped samples

@@ -33,7 +33,7 @@ pub struct Canvas {
 impl Canvas {
     /// A white canvas of `width × height` pixels.
     pub fn new(width: u32, height: u32) -> Canvas {
-        Canvas { width, height, pixels: vec![255; (width * height * 3) as usize] }
+        Canvas { width, height, pixels: vec![255; width as usize * height as usize * 3] }
     }
 
     /// Width in pixels.

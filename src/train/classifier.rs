@@ -93,6 +93,9 @@ pub fn train_classifier(recipe: &ClassifierRecipe, dir: &Path, mut progress: imp
             })()
             .map_err(backend("a classifier training step"))?;
             step += 1;
+            if !loss.is_finite() {
+                return Err(Error::Diverged { what: format!("loss ({loss})"), step, hint: "lower the recipe's lr".into() });
+            }
             progress(step, loss);
         }
     }
@@ -116,6 +119,7 @@ pub fn train_classifier(recipe: &ClassifierRecipe, dir: &Path, mut progress: imp
         .collect::<candle_core::Result<_>>()
         .map_err(backend("reading the classifier"))?;
     let tensors: Vec<F32Tensor<'_>> = vals.iter().map(|(n, s, v)| F32Tensor { name: n, shape: s.clone(), data: v }).collect();
+    crate::io::check_finite_tensors(&recipe.out, &tensors)?;
     write_safetensors(&recipe.out, &tensors, &meta)?;
     Ok(acc)
 }

@@ -29,6 +29,40 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
+/// The memory a run may plan for: the machine's available memory (`MemAvailable` in /proc/meminfo),
+/// or the library's absolute limit where that cannot be read.
+pub fn available_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(wfrmix::limits::MAX_RUN_BYTES, |kib| kib.saturating_mul(1024))
+}
+
+/// The binary's flags; a bad command line gets one line, `BINARY: error: MESSAGE (see --help)`, and
+/// status 2 (help and version are printed as clap prints them, status 0).
+pub fn parse<T: clap::Parser>(binary: &str) -> std::result::Result<T, ExitCode> {
+    use clap::error::ErrorKind;
+    match T::try_parse() {
+        Ok(args) => Ok(args),
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) => {
+            let _ = e.print();
+            Err(if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let parts: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let msg = parts.join(" ");
+            eprintln!("{binary}: error: {} (see --help)", msg.strip_prefix("error: ").unwrap_or(&msg));
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 /// The exit of a binary: nothing on success; on failure one line, the error and its causes (a cause
 /// whose text the message already holds is not repeated), and status 1.
 pub fn exit(binary: &str, result: Result<()>) -> ExitCode {
