@@ -350,6 +350,25 @@ fn hostile_files_flags_and_aliases_end_in_one_line_errors_and_change_nothing() {
         args.extend([flag.to_string(), p(target)]);
         t.run(Case { label: format!("mix-sample {flag} = input"), bin: MIX, args, inputs: vec![model_copy.clone()], outputs: vec![], must_fail: Some(flag.into()) });
     }
+    // An existing file of another kind at an output path is never replaced (a user's document, a model
+    // that is not an input).
+    let doc = dir.join("thesis.txt");
+    std::fs::write(&doc, "my thesis\n").unwrap();
+    let other_model = dir.join("other.safetensors");
+    std::fs::copy(shipped("gmm2d_left.safetensors"), &other_model).unwrap();
+    for (flag, target) in [("--out", &doc), ("--report", &doc), ("--save-samples", &doc), ("--save-samples", &other_model), ("--out", &other_model)] {
+        let mut args = vec!["--models".to_string(), gm[0].clone(), gm[1].clone(), "--particles".into(), "64".into(), "--steps".into(), "5".into()];
+        args.extend([flag.to_string(), p(target)]);
+        t.run(Case { label: format!("mix-sample {flag} = an existing file of another kind"), bin: MIX, args, inputs: vec![doc.clone(), other_model.clone()], outputs: vec![], must_fail: Some("not replaced".into()) });
+    }
+    t.run(Case {
+        label: "wfr-sample --report = a document".into(),
+        bin: WFR,
+        args: s(&["--particles", "64", "--time", "0.01", "--report", doc.to_str().unwrap()]),
+        inputs: vec![doc.clone()],
+        outputs: vec![],
+        must_fail: Some("not replaced".into()),
+    });
     let rep2 = dir.join("r2.json");
     std::fs::write(&rep2, "{}").unwrap();
     let rlink = dir.join("rlink.json");
@@ -468,6 +487,8 @@ fn hostile_files_flags_and_aliases_end_in_one_line_errors_and_change_nothing() {
         (vec!["--checkpoint", net.to_str().unwrap(), "--checkpoint-every", "5"], "--checkpoint"),
         (vec!["--out", model_copy.to_str().unwrap()], "--out"),
         (vec!["--out", link.to_str().unwrap()], "--out"),
+        (vec!["--out", doc.to_str().unwrap()], "not replaced"),
+        (vec!["--out", other_model.to_str().unwrap()], "--force"),
     ] {
         train_case(&mut t, format!("mix-train {}", flags.join(" ")), &recipe_text, &flags, Some(needle));
     }

@@ -102,7 +102,7 @@ struct Args {
     /// Write a JSON report.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Write the final particles (`samples`: N x d, `weights`: N) as safetensors.
+    /// Write the final particles (`samples`: N x d, normalised `log_weights`: N) as safetensors, as mix-sample does.
     #[arg(long)]
     save_samples: Option<PathBuf>,
     /// No progress bar.

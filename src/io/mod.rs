@@ -86,16 +86,77 @@ pub fn check_writable(path: &Path) -> Result<()> {
     }
 }
 
-/// Check a run's outputs before it starts: every given `(flag, path)` of `outputs` must name a file (after
-/// resolving links) that is none of `inputs` and no other output, so a run can never overwrite the model
-/// it reads or write two outputs to one file, and each must be writable ([`check_writable`]), so a bad
-/// path fails in a second rather than after the work. `None` outputs are not asked for.
-pub fn check_outputs(inputs: &[&Path], outputs: &[(&str, Option<&Path>)]) -> Result<()> {
-    let given: Vec<(&str, &Path)> = outputs.iter().filter_map(|&(f, p)| p.map(|p| (f, p))).collect();
+/// What an output file holds; an existing file is replaced only by an output of its own kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    /// A PNG picture.
+    Picture,
+    /// A safetensors file with a `samples` tensor.
+    Samples,
+    /// A JSON report (an object).
+    Report,
+    /// A network or checkpoint: a safetensors file with a `kind` in its metadata.
+    Network,
+    /// Anything (the user said so, e.g. `mix-train --force`).
+    Any,
+}
+
+impl OutputKind {
+    fn name(self) -> &'static str {
+        match self {
+            OutputKind::Picture => "a PNG picture",
+            OutputKind::Samples => "a samples file (safetensors with `samples`)",
+            OutputKind::Report => "a JSON report",
+            OutputKind::Network => "a network file (safetensors with a `kind`)",
+            OutputKind::Any => "a file",
+        }
+    }
+
+    /// Whether the existing file at `path` is of this kind (an empty file counts as any kind: nothing is
+    /// lost by replacing it).
+    fn holds(self, path: &Path) -> bool {
+        let Ok(meta) = std::fs::metadata(path) else { return true };
+        if meta.len() == 0 {
+            return true;
+        }
+        match self {
+            OutputKind::Picture => {
+                let mut sig = [0u8; 8];
+                std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut sig)).is_ok() && sig == *b"\x89PNG\r\n\x1a\n"
+            }
+            OutputKind::Report => {
+                meta.len() <= crate::limits::MAX_FILE_BYTES
+                    && std::fs::read(path).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).is_some_and(|v| v.is_object())
+            }
+            OutputKind::Samples => tensors::TensorFile::open(path).is_ok_and(|f| f.names().iter().any(|n| n == "samples")),
+            OutputKind::Network => tensors::TensorFile::open(path).is_ok_and(|f| f.metadata("kind").is_some()),
+            OutputKind::Any => true,
+        }
+    }
+}
+
+/// Check a run's outputs before it starts: every given `(flag, path, kind)` of `outputs` must name a file
+/// (after resolving links) that is none of `inputs` and no other output, so a run can never overwrite the
+/// model it reads or write two outputs to one file; a file already there must be of the output's kind
+/// (a picture replaces a picture, never a user's document); and each must be writable
+/// ([`check_writable`]), so a bad path fails in a second rather than after the work. `None` outputs are
+/// not asked for.
+pub fn check_outputs(inputs: &[&Path], outputs: &[(&str, Option<&Path>, OutputKind)]) -> Result<()> {
+    let given: Vec<(&str, &Path)> = outputs.iter().filter_map(|&(f, p, _)| p.map(|p| (f, p))).collect();
     if let Some((flag, _)) = given.iter().find(|(_, p)| p.as_os_str().is_empty()) {
         return Err(Error::param(*flag, "\"\"", "an empty path; give a file name"));
     }
     check_distinct(inputs, &given)?;
+    for &(flag, path, kind) in outputs {
+        let Some(path) = path else { continue };
+        if path.is_file() && !kind.holds(path) {
+            return Err(Error::param(
+                flag,
+                path.display(),
+                format!("the file exists and is not {}; it is not replaced: remove it or choose another path", kind.name()),
+            ));
+        }
+    }
     given.iter().try_for_each(|(_, p)| check_writable(p))
 }
 

@@ -92,7 +92,11 @@ pub struct Progress {
 /// Run the job; returns the summary the binary prints.
 pub fn run(job: &EnergyJob, mut progress: impl FnMut(Progress)) -> Result<String> {
     let target_file: Vec<&std::path::Path> = job.target.strip_prefix("gmm:").map(std::path::Path::new).into_iter().collect();
-    let outputs = [("--out", job.out.as_deref()), ("--report", job.report.as_deref()), ("--save-samples", job.save_samples.as_deref())];
+    let outputs = [
+        ("--out", job.out.as_deref(), io::OutputKind::Picture),
+        ("--report", job.report.as_deref(), io::OutputKind::Report),
+        ("--save-samples", job.save_samples.as_deref(), io::OutputKind::Samples),
+    ];
     io::check_outputs(&target_file, &outputs)?;
     if job.particles < 2 || job.particles > MAX_PARTICLES {
         return Err(Error::param("particles", job.particles, format!("need 2 ..= {MAX_PARTICLES}")));
@@ -251,14 +255,16 @@ fn initial(job: &EnergyJob, target: &dyn Energy, rng: &mut rng::Rng) -> Result<V
     }
 }
 
-/// The final particles as `samples` [N, d] and their normalised `weights` [N] (F32).
+/// The final particles as `samples` [N, d] and their normalised `log_weights` [N] (F32; log-sum-exp 0),
+/// the layout `mix-sample --save-samples` writes.
 fn save_samples(path: &std::path::Path, x: &[f64], d: usize, w: &[f64], target: &str) -> Result<()> {
     let xs: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-    let ws: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+    let total: f64 = w.iter().sum();
+    let lw: Vec<f32> = w.iter().map(|&v| (v / total).ln() as f32).collect();
     let meta = HashMap::from([("target".to_string(), target.to_string()), ("kind".to_string(), "weighted_samples".to_string())]);
     io::write_safetensors(
         path,
-        &[io::F32Tensor { name: "samples", shape: vec![w.len(), d], data: &xs }, io::F32Tensor { name: "weights", shape: vec![w.len()], data: &ws }],
+        &[io::F32Tensor { name: "samples", shape: vec![w.len(), d], data: &xs }, io::F32Tensor { name: "log_weights", shape: vec![w.len()], data: &lw }],
         &meta,
     )
 }

@@ -11,6 +11,7 @@ use crate::compose::{ComposeKind, Composition, CompositionSpec};
 use crate::diffusion::{SampleRun, Sampler, SamplerConfig, StepInfo};
 use crate::error::{Error, Result};
 use crate::io::idx::FASHION_CLASSES;
+use crate::io::OutputKind;
 use crate::nets::classifier::{class_fractions, Classifier};
 use crate::registry::Loader;
 use crate::{io, report, rng};
@@ -90,7 +91,11 @@ impl MixOutcome {
 /// Run the job, calling `observer` after every step.
 pub fn run(job: &MixJob, observer: impl FnMut(&StepInfo)) -> Result<MixOutcome> {
     let inputs: Vec<&Path> = job.models.iter().map(PathBuf::as_path).chain(job.classifier.as_deref()).collect();
-    let outputs = [("--out", job.out.as_deref()), ("--save-samples", job.save_samples.as_deref()), ("--report", job.report.as_deref())];
+    let outputs = [
+        ("--out", job.out.as_deref(), OutputKind::Picture),
+        ("--save-samples", job.save_samples.as_deref(), OutputKind::Samples),
+        ("--report", job.report.as_deref(), OutputKind::Report),
+    ];
     io::check_outputs(&inputs, &outputs)?;
     let models = job.loader.load_all(&job.models)?;
     let spec = CompositionSpec { n_models: models.len(), ..job.spec.clone() };

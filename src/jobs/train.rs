@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::io::check_outputs;
+use crate::io::{check_outputs, OutputKind};
 use crate::train::classifier::{train_classifier, ClassifierRecipe};
 use crate::train::common::load_recipe;
 use crate::train::unet::{UnetRecipe, UnetTrainer};
@@ -156,8 +156,9 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
             if let Some(o) = &job.out {
                 recipe.out = o.clone();
             }
-            check_outputs(&[&job.recipe], &[("--out", Some(&recipe.out))])?;
-            check_replace(job, &to_json(&recipe), &[("--out", Some(&recipe.out))])?;
+            let outputs = [("--out", Some(recipe.out.as_path()), net_kind(job))];
+            check_outputs(&[&job.recipe], &outputs)?;
+            check_replace(job, &to_json(&recipe), &outputs)?;
             let acc = train_classifier(&recipe, &job.data_dir, |k, loss| progress(&TrainProgress { step: k, total: 0, loss_ema: loss, lr: recipe.lr }))?;
             Ok(TrainOutcome { steps_run: 0, seconds: start.elapsed().as_secs_f64(), loss_ema: None, test_accuracy: Some(acc), out: recipe.out })
         }
@@ -168,7 +169,7 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
             override_common(job, &mut recipe.out, &mut recipe.steps, &mut recipe.checkpoint_every)?;
             let ckpt = job.checkpoint.clone().unwrap_or_else(|| recipe.out.with_extension("ckpt.safetensors"));
             let (steps, every, out) = (recipe.steps, recipe.checkpoint_every, recipe.out.clone());
-            let outputs = [("--out", Some(out.as_path())), ("--checkpoint", (every > 0).then_some(ckpt.as_path()))];
+            let outputs = [("--out", Some(out.as_path()), net_kind(job)), ("--checkpoint", (every > 0).then_some(ckpt.as_path()), net_kind(job))];
             check_outputs(&[&job.recipe], &outputs)?;
             check_replace(job, &to_json(&recipe), &outputs)?;
             let mut trainer = UnetTrainer::new(recipe)?;
@@ -184,7 +185,10 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
             let ckpt = recipe.checkpoint_path();
             let (steps, every, out) = (recipe.steps, recipe.checkpoint_every, recipe.out.clone());
             let stop = job.stop_at.unwrap_or(steps).min(steps);
-            let outputs = [("--out", Some(out.as_path())), ("--checkpoint", (every > 0 || stop < steps).then_some(ckpt.as_path()))];
+            let outputs = [
+                ("--out", Some(out.as_path()), net_kind(job)),
+                ("--checkpoint", (every > 0 || stop < steps).then_some(ckpt.as_path()), net_kind(job)),
+            ];
             check_outputs(&[&job.recipe], &outputs)?;
             check_replace(job, &to_json(&recipe), &outputs)?;
             let mut trainer = match &job.resume {
@@ -196,6 +200,16 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
     }
 }
 
+/// What an existing `--out` or `--checkpoint` must be to be replaced: a network file, or anything with
+/// `--force`.
+fn net_kind(job: &TrainJob) -> OutputKind {
+    if job.force {
+        OutputKind::Any
+    } else {
+        OutputKind::Network
+    }
+}
+
 fn to_json(recipe: &impl serde::Serialize) -> String {
     serde_json::to_string(recipe).expect("plain struct")
 }
@@ -203,11 +217,11 @@ fn to_json(recipe: &impl serde::Serialize) -> String {
 /// Refuse to replace an existing output file unless it records `recipe` (the JSON this run records: it
 /// is a network or checkpoint written from the same recipe, so a rerun reproduces or continues it) or the
 /// job says `force`. A shipped expert cannot be overwritten by a changed recipe (`--steps 10`) by accident.
-fn check_replace(job: &TrainJob, recipe: &str, outputs: &[(&str, Option<&Path>)]) -> Result<()> {
+fn check_replace(job: &TrainJob, recipe: &str, outputs: &[(&str, Option<&Path>, OutputKind)]) -> Result<()> {
     if job.force {
         return Ok(());
     }
-    for (flag, path) in outputs.iter().filter_map(|&(f, p)| p.map(|p| (f, p))) {
+    for (flag, path) in outputs.iter().filter_map(|&(f, p, _)| p.map(|p| (f, p))) {
         if !path.exists() {
             continue;
         }
