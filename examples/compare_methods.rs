@@ -3,13 +3,14 @@
 //! 1. Linear mixture of the shipped 2-D experts (β = 0.3) by state, fr and naive: mass in the "down"
 //!    expert's half-plane and sliced W1 to exact samples of the true mixture.
 //! 2. Product of two 6-D experts that share a mode: moment errors against the closed-form product for
-//!    plain Euler–Maruyama on a uniform grid, the ancestral step on the default grid, and the latter
-//!    with one Langevin corrector per step.
+//!    the plain drift (γ = 1, no moves) with Euler–Maruyama on a uniform grid, the ancestral step on the
+//!    default grid, the latter with one Langevin corrector per step, γ* alone, and the defaults (γ* and
+//!    one Metropolis move per step) with both integrators.
 //!
 //! cargo run --release --example compare_methods
 
 use wfrmix::report::metrics::sliced_w1;
-use wfrmix::{rng, Composition, GaussianMixture, Integrator, MixtureMethod, Sampler, SamplerConfig, TimeGrid, VpSchedule};
+use wfrmix::{rng, Composition, DriftGamma, GaussianMixture, Integrator, MixtureMethod, MoveConfig, Sampler, SamplerConfig, TimeGrid, VpSchedule};
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
     let m = v.iter().sum::<f64>() / v.len() as f64;
@@ -56,23 +57,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (prod, log_z) = a.product(&b)?;
     let (tm, tv) = prod.mean_and_variance();
     println!("## Product of two 6-D experts sharing a mode, N = {n}, {steps} steps, {} seeds (log Z truth {log_z:.3})\n", seeds + 2);
-    println!("| integrator, grid | corrector | max mean error | max variance error | log Z | wall s / run |");
-    println!("|---|---|---|---|---|---|");
-    for (int, grid, corr) in [
-        (Integrator::EulerMaruyama, TimeGrid::uniform(), 0),
-        (Integrator::Ancestral, TimeGrid::default(), 0),
-        (Integrator::EulerMaruyama, TimeGrid::uniform(), 1),
-        (Integrator::Ancestral, TimeGrid::default(), 1),
+    println!("| integrator, grid | drift γ, Metropolis moves | corrector | max mean error | max variance error | log Z | lineages | wall s / run |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let plain = (DriftGamma::Fixed(1.0), MoveConfig::NONE);
+    let default = (DriftGamma::Adaptive, MoveConfig::DEFAULT);
+    for (int, grid, (gamma, moves), corr) in [
+        (Integrator::EulerMaruyama, TimeGrid::uniform(), plain, 0),
+        (Integrator::Ancestral, TimeGrid::default(), plain, 0),
+        (Integrator::Ancestral, TimeGrid::default(), plain, 1),
+        (Integrator::Ancestral, TimeGrid::default(), (DriftGamma::Adaptive, MoveConfig::NONE), 0),
+        (Integrator::EulerMaruyama, TimeGrid::uniform(), default, 0),
+        (Integrator::Ancestral, TimeGrid::default(), default, 0),
     ] {
-        let (mut me, mut ve, mut lz, mut wall) = (vec![], vec![], vec![], vec![]);
+        let (mut me, mut ve, mut lz, mut lin, mut wall) = (vec![], vec![], vec![], vec![], vec![]);
         for seed in 0..seeds + 2 {
-            let cfg = SamplerConfig { particles: n, steps, seed, integrator: int, grid, corrector_steps: corr, ..Default::default() };
+            let cfg = SamplerConfig { particles: n, steps, seed, integrator: int, grid, corrector_steps: corr, drift_gamma: gamma, moves, ..Default::default() };
             let r = Sampler::new(&[&a, &b], Composition::product(2)?, cfg)?.run(|_| {})?;
             let m: Vec<f64> = (0..d).map(|j| r.weighted_mean(|x| x[j])).collect();
             let v: Vec<f64> = (0..d).map(|j| r.weighted_mean(|x| (x[j] - m[j]).powi(2))).collect();
             me.push((0..d).map(|j| (m[j] - tm[j]).abs()).fold(0.0, f64::max));
             ve.push((0..d).map(|j| (v[j] - tv[j]).abs()).fold(0.0, f64::max));
             lz.push(r.log_z);
+            lin.push(r.lineages as f64);
             wall.push(r.wall_seconds);
         }
         let ((m, ms), (v, vs), (l, ls)) = (mean_sd(&me), mean_sd(&ve), mean_sd(&lz));
@@ -80,7 +86,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Integrator::EulerMaruyama => "Euler-Maruyama, uniform",
             Integrator::Ancestral => "ancestral, edm:7",
         };
-        println!("| {name} | {corr} | {m:.3} ± {ms:.3} | {v:.3} ± {vs:.3} | {l:.2} ± {ls:.2} | {:.2} |", mean_sd(&wall).0);
+        let g = match gamma {
+            DriftGamma::Adaptive => "γ*".to_string(),
+            DriftGamma::Fixed(g) => format!("{g}"),
+        };
+        println!("| {name} | {g}, {} | {corr} | {m:.3} ± {ms:.3} | {v:.3} ± {vs:.3} | {l:.2} ± {ls:.2} | {:.0} | {:.2} |", moves.per_step(), mean_sd(&lin).0, mean_sd(&wall).0);
     }
     Ok(())
 }

@@ -32,7 +32,7 @@ pub mod wfr;
 pub mod maths {}
 
 pub use compose::{ComposeKind, Composition, CompositionSpec, MixtureMethod};
-pub use diffusion::{DivergenceEstimator, Integrator, Probe, SampleRun, Sampler, SamplerConfig, StepInfo};
+pub use diffusion::{DivergenceEstimator, DriftGamma, Integrator, MoveConfig, Probe, SampleRun, Sampler, SamplerConfig, StepInfo};
 pub use error::{Error, Result};
 pub use model::{GaussianMixture, ScoreModel};
 pub use particles::{ResamplePolicy, Resampler};

@@ -12,7 +12,7 @@ fn room_of(name: &str) -> &str {
         "GaussianMixture" | "ScoreModel" => "model",
         "Error" | "Result" => "error",
         "Composition" | "ComposeKind" | "CompositionSpec" | "MixtureMethod" => "compose",
-        "Sampler" | "SampleRun" | "SamplerConfig" | "StepInfo" | "DivergenceEstimator" | "Probe" | "Integrator" => "diffusion",
+        "Sampler" | "SampleRun" | "SamplerConfig" | "StepInfo" | "DivergenceEstimator" | "Probe" | "Integrator" | "DriftGamma" | "MoveConfig" => "diffusion",
         "VpSchedule" | "TimeGrid" => "schedule",
         "ResamplePolicy" | "Resampler" => "particles",
         "load_model" => "registry",

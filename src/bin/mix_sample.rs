@@ -11,7 +11,7 @@ use clap::Parser;
 use wfrmix::io::hub;
 use wfrmix::jobs::mix::{self, MixJob};
 use wfrmix::registry::Loader;
-use wfrmix::{ComposeKind, CompositionSpec, DivergenceEstimator, Integrator, MixtureMethod, Probe, ResamplePolicy, Resampler, SamplerConfig, TimeGrid};
+use wfrmix::{ComposeKind, CompositionSpec, DivergenceEstimator, DriftGamma, Integrator, MixtureMethod, MoveConfig, Probe, ResamplePolicy, Resampler, SamplerConfig, TimeGrid};
 
 mod common;
 
@@ -69,6 +69,17 @@ struct Args {
     /// Corrector signal-to-noise ratio r: step = 2 r^2 d / mean |score|^2.
     #[arg(long, default_value_t = DEFAULTS.corrector_snr)]
     corrector_snr: f64,
+    /// The drift's gamma for geometric, product and anneal targets: adaptive (the gamma that minimises the
+    /// weights' variance each step) or a number (1 = the plain composed-score drift) [default: adaptive].
+    #[arg(long, allow_hyphen_values = true)]
+    drift_gamma: Option<DriftGamma>,
+    /// Metropolis-adjusted score-only moves per step for geometric, product and anneal targets (0 = none;
+    /// each costs one score per model) [default: 1].
+    #[arg(long)]
+    moves: Option<usize>,
+    /// Acceptance rate the moves' step size adapts toward [default: 0.6].
+    #[arg(long)]
+    move_accept: Option<f64>,
     /// Skip the final noise-free denoising (Tweedie) step.
     #[arg(long)]
     no_denoise: bool,
@@ -135,6 +146,10 @@ fn parse_grid(s: &str) -> Result<(usize, usize)> {
 fn job(args: Args) -> Result<MixJob> {
     let window = args.resample_window.as_deref().map(parse_window).transpose()?;
     let hf_cache = hub::cache_dir(std::env::var_os("HF_HUB_CACHE"), std::env::var_os("HF_HOME"), std::env::var_os("HOME"));
+    let geometric = matches!(args.compose, ComposeKind::Geometric | ComposeKind::Product | ComposeKind::Anneal);
+    for (flag, given) in [("--drift-gamma", args.drift_gamma.is_some()), ("--moves", args.moves.is_some()), ("--move-accept", args.move_accept.is_some())] {
+        anyhow::ensure!(!given || geometric, "{flag} applies to geometric, product and anneal compositions only; leave it out for --compose {}", format!("{:?}", args.compose).to_lowercase());
+    }
     Ok(MixJob {
         loader: Loader::default().hf_cache(hf_cache),
         spec: CompositionSpec {
@@ -159,6 +174,11 @@ fn job(args: Args) -> Result<MixJob> {
             denoise: !args.no_denoise,
             corrector_steps: args.corrector_steps,
             corrector_snr: args.corrector_snr,
+            drift_gamma: args.drift_gamma.unwrap_or(DEFAULTS.drift_gamma),
+            moves: MoveConfig::new(
+                args.moves.unwrap_or(DEFAULTS.moves.per_step()),
+                args.move_accept.unwrap_or(DEFAULTS.moves.target_accept()),
+            )?,
         },
         grid: parse_grid(&args.grid_size)?,
         models: args.models,

@@ -3,10 +3,13 @@
 //! log-densities and Feynman–Kac log-weights, and are resampled adaptively.
 //!
 //! - [`sampler`]: the checked [`Sampler`] and its run loop;
-//! - [`divergence`]: exact and Hutchinson divergence estimates, for the compositions that need them.
+//! - [`divergence`]: exact and Hutchinson divergence estimates, for the compositions that need them;
+//! - [`moves`]: the variance-minimising drift and the Metropolis-adjusted moves of geometric targets.
 
 pub mod divergence;
+pub mod moves;
 pub mod sampler;
 
 pub use divergence::{DivergenceEstimator, Probe};
+pub use moves::{DriftGamma, MoveConfig};
 pub use sampler::{Integrator, SampleRun, Sampler, SamplerConfig, StepInfo};

@@ -24,6 +24,7 @@ use super::divergence::DivergenceEstimator;
 use crate::error::{Error, Result};
 use crate::model::{batch_score, check_compatible, AsScoreModel, ScoreModel};
 use crate::particles::{gather_rows, ParticleWeights, ResamplePolicy, Resampler};
+use super::moves::{gamma_star, mala_log_accept, DriftGamma, MoveConfig};
 use crate::rng::{self, Rng};
 use crate::schedule::{TimeGrid, VpSchedule};
 
@@ -80,6 +81,11 @@ pub struct SamplerConfig {
     pub corrector_steps: usize,
     /// Signal-to-noise ratio r that sets the corrector step: ε = 2 r² d / mean |ŝ|².
     pub corrector_snr: f64,
+    /// The drift's γ for weighted geometric targets (u = −γ f + g² S, maths §4a′); ignored otherwise.
+    pub drift_gamma: DriftGamma,
+    /// Metropolis-adjusted score-only moves after each step, for weighted geometric targets (maths §4a″);
+    /// ignored otherwise.
+    pub moves: MoveConfig,
 }
 
 impl SamplerConfig {
@@ -97,6 +103,8 @@ impl SamplerConfig {
         denoise: true,
         corrector_steps: 0,
         corrector_snr: 0.05,
+        drift_gamma: DriftGamma::DEFAULT,
+        moves: MoveConfig::DEFAULT,
     };
 }
 
@@ -123,6 +131,12 @@ pub struct StepInfo {
     pub unique_ancestors: usize,
     /// This step's contribution to log Ẑ.
     pub log_z_increment: f64,
+    /// The drift's γ in this step (1 unless the target is a weighted geometric one).
+    pub gamma: f64,
+    /// Acceptance rate of this step's Metropolis moves, if any were made.
+    pub move_accept: Option<f64>,
+    /// The step ε of this step's (last) move, if any.
+    pub move_step: Option<f64>,
 }
 
 /// The result of a run.
@@ -251,6 +265,7 @@ impl<'a> Sampler<'a> {
         if !(c.corrector_snr.is_finite() && c.corrector_snr > 0.0) {
             return Err(Error::param("corrector SNR", c.corrector_snr, "must be finite and > 0"));
         }
+        c.drift_gamma.check()?;
         if composition.needs_divergence(c.noise_scale) {
             for m in &models {
                 c.divergence.check(*m)?;
@@ -293,9 +308,11 @@ impl<'a> Sampler<'a> {
         let mut weights = ParticleWeights::new(c.n);
         let mut infos = Vec::with_capacity(cfg.steps);
         self.refresh(&c, &mut st, 0, self.times[0], &mut rng)?;
+        let mut move_scale = MoveConfig::R_START;
         for step in 0..cfg.steps {
             let (t, s) = (self.times[step], self.times[step + 1]);
-            let k = self.coefficients(&c, t, s);
+            let gamma = self.drift_gamma(&c, &st, &weights);
+            let k = self.coefficients(&c, t, s, gamma);
             if c.eta > 0.0 {
                 rng::fill_normal(&mut rng, &mut st.z);
             }
@@ -303,12 +320,27 @@ impl<'a> Sampler<'a> {
             // Scores at the new points: the right end of this step's weight, and the next step's drift.
             self.refresh(&c, &mut st, step + 1, s, &mut rng)?;
             if c.weighted {
-                st.inc.iter_mut().zip(&st.rate).for_each(|(i, r)| *i += k.wr * r);
+                let (d, gx) = (c.d, k.gx);
+                for (b, i) in st.inc.iter_mut().enumerate() {
+                    *i += k.wr * (st.rate[b] + gx * f_dot_s(&st.x[b * d..(b + 1) * d], &st.drift[b * d..(b + 1) * d]));
+                }
             }
             check_finite(&c, &st, step + 1, s)?;
             let ws = weights.step(&st.inc, &cfg.resample, s, &mut rng);
             if let Some(idx) = &ws.ancestors {
                 st.gather(&c, idx);
+            }
+            let (mut move_accept, mut move_step) = (None, None);
+            if c.geo && cfg.moves.per_step() > 0 {
+                let mut acc = 0.0;
+                for _ in 0..cfg.moves.per_step() {
+                    let (a, eps) = self.mala_move(&c, &mut st, step + 1, s, move_scale, &mut rng)?;
+                    acc += a;
+                    move_step = Some(eps);
+                    // Robbins–Monro on log r toward the target acceptance, capped at R_MAX.
+                    move_scale = (move_scale * (a - cfg.moves.target_accept()).exp()).min(MoveConfig::R_MAX);
+                }
+                move_accept = Some(acc / cfg.moves.per_step() as f64);
             }
             for _ in 0..cfg.corrector_steps {
                 self.langevin_correct(&mut st.x, &st.drift, &mut st.z, c.chunk, &mut rng);
@@ -322,6 +354,9 @@ impl<'a> Sampler<'a> {
                 resampled: ws.resampled,
                 unique_ancestors: ws.unique_ancestors,
                 log_z_increment: ws.log_z_increment,
+                gamma,
+                move_accept,
+                move_step,
             };
             observer(&info);
             infos.push(info);
@@ -364,6 +399,8 @@ impl<'a> Sampler<'a> {
             weighted: self.composition.is_weighted(),
             div_f: self.composition.div_f_coefficient(),
             div_cost: if needs_div { self.models.iter().map(|m| self.config.divergence.cost(*m)).sum() } else { 0 },
+            geo: self.composition.is_geometric() && self.composition.is_weighted(),
+            c_sum: self.composition.prior_precision(),
             chunk: n.div_ceil(4 * rayon::current_num_threads()).max(16),
         }
     }
@@ -446,21 +483,86 @@ impl<'a> Sampler<'a> {
     /// is x' = mx·x + ms·ŝ + noise·z, ℓ uses cl·s_i·(x' − mx·x), and the weight rate is integrated with
     /// weights `wl`, `wr` at the two ends (Euler–Maruyama: the left point; ancestral: the trapezoidal
     /// rule, its ends weighted by β so that they add up to v).
-    fn coefficients(&self, c: &Consts, t: f64, s: f64) -> StepCoefficients {
+    ///
+    /// With the drift's γ ≠ 1 (weighted geometric targets, maths §4a′) the linear part of the move is
+    /// a^{−γ} x (ancestral) or (1 + ½γβh) x (Euler–Maruyama), and the weight rate gains
+    /// (1 − γ)(∇·f + f·S), whose constant part (1 − γ) d ln a is integrated exactly.
+    fn coefficients(&self, c: &Consts, t: f64, s: f64, gamma: f64) -> StepCoefficients {
         let sch = &self.schedule;
+        let gx = 1.0 - gamma;
         match self.config.integrator {
             Integrator::Ancestral => {
                 let lna = sch.log_alpha(t) - sch.log_alpha(s);
                 let a = lna.exp();
                 let v = -(2.0 * lna).exp_m1();
                 let (bt, bs) = (sch.beta(t), sch.beta(s));
-                StepCoefficients { lna, v, mx: 1.0 / a, ms: c.kappa * v / a, noise: c.eta * v.sqrt() / a, cl: a, wl: v * bt / (bt + bs), wr: v * bs / (bt + bs) }
+                let mx = if gx == 0.0 { 1.0 / a } else { (-gamma * lna).exp() };
+                StepCoefficients { lna, v, mx, ms: c.kappa * v / a, noise: c.eta * v.sqrt() / a, cl: a, wl: v * bt / (bt + bs), wr: v * bs / (bt + bs), gx }
             }
             Integrator::EulerMaruyama => {
                 let bh = sch.beta(t) * (t - s);
-                StepCoefficients { lna: -0.5 * bh, v: bh, mx: 1.0 + 0.5 * bh, ms: c.kappa * bh, noise: c.eta * bh.sqrt(), cl: 1.0, wl: bh, wr: 0.0 }
+                StepCoefficients { lna: -0.5 * bh, v: bh, mx: 1.0 + 0.5 * gamma * bh, ms: c.kappa * bh, noise: c.eta * bh.sqrt(), cl: 1.0, wl: bh, wr: 0.0, gx }
             }
         }
+    }
+
+    /// This step's γ: 1 unless the target is weighted geometric; then the configured one, or γ* from the
+    /// particles before the step.
+    fn drift_gamma(&self, c: &Consts, st: &State, weights: &ParticleWeights) -> f64 {
+        if !c.geo {
+            return 1.0;
+        }
+        match self.config.drift_gamma {
+            DriftGamma::Fixed(g) => g,
+            DriftGamma::Adaptive => {
+                let d = c.d;
+                let k: Vec<f64> = (0..c.n).map(|b| f_dot_s(&st.x[b * d..(b + 1) * d], &st.drift[b * d..(b + 1) * d])).collect();
+                gamma_star(&st.rate, &k, &weights.normalized(), 1.0, 2.0 * c.c_sum.max(1.0))
+            }
+        }
+    }
+
+    /// One Metropolis-adjusted Langevin move of every particle at fixed t on the geometric target, whose
+    /// score is the drift score S (maths §4a″), with step ε = 2 r² d / mean|S|² for scale `r`. Accepted
+    /// particles take the proposal's scores, drift and weight rate, so the move costs one score per model.
+    /// Returns the acceptance rate and ε.
+    fn mala_move(&self, c: &Consts, st: &mut State, step: usize, t: f64, r: f64, rng: &mut Rng) -> Result<(f64, f64)> {
+        let (n, d, k) = (c.n, c.d, c.k);
+        let mean_sq = st.drift.iter().map(|v| v * v).sum::<f64>() / n as f64;
+        let eps = 2.0 * r * r * d as f64 / mean_sq.max(1e-12);
+        rng::fill_normal(rng, &mut st.z);
+        let amp = (2.0 * eps).sqrt();
+        let xp: Vec<f64> = (0..n * d).map(|i| st.x[i] + eps * st.drift[i] + amp * st.z[i]).collect();
+        let mut sp = vec![vec![0.0; n * d]; k];
+        for (m, sc) in self.models.iter().zip(sp.iter_mut()) {
+            batch_score(*m, &xp, t, sc)?;
+            if let Some(b) = first_bad_row(sc, d) {
+                return Err(non_finite(format!("score of model `{}` at a move's proposal (particle {b})", m.name()), step, t));
+            }
+        }
+        st.evals += (n * k) as u64;
+        let mut dp = vec![0.0; d];
+        let mut w = vec![0.0; k];
+        let mut rows: Vec<&[f64]> = Vec::with_capacity(k);
+        let mut accepted = 0usize;
+        for b in 0..n {
+            let row = b * d..(b + 1) * d;
+            rows.clear();
+            rows.extend(sp.iter().map(|s| &s[row.clone()]));
+            let rp = self.composition.drift_and_rate(&rows, &[], None, c.kappa, &mut w, &mut dp);
+            let log_a = mala_log_accept(&st.x[row.clone()], &xp[row.clone()], &st.drift[row.clone()], &dp, eps);
+            let u = rng::uniform(rng);
+            if log_a.is_finite() && rp.is_finite() && u.ln() < log_a {
+                accepted += 1;
+                st.x[row.clone()].copy_from_slice(&xp[row.clone()]);
+                st.drift[row.clone()].copy_from_slice(&dp);
+                for (s, p) in st.scores.iter_mut().zip(&sp) {
+                    s[row.clone()].copy_from_slice(&p[row.clone()]);
+                }
+                st.rate[b] = rp;
+            }
+        }
+        Ok((accepted as f64 / n as f64, eps))
     }
 
     /// Tweedie's denoising step x ← (x + σ² ŝ)/α with the target's score at t_min (for naive, its drift).
@@ -511,9 +613,10 @@ impl<'a> Sampler<'a> {
 }
 
 /// [`Sampler::memory_bytes`] for n particles of d values and k models (None on overflow): n·d values in
-/// k + 5 buffers, n·k in 2 (ℓ, divergences) and a few per particle.
+/// 2k + 7 buffers, n·k in 2 (ℓ, divergences) and a few per particle.
 fn memory_estimate(n: usize, d: usize, k: usize) -> Option<u64> {
-    let big = crate::limits::f64_bytes(n, d, k.checked_add(5)?)?;
+    // k + 5 buffers of the state, k + 2 for a Metropolis move's proposal.
+    let big = crate::limits::f64_bytes(n, d, k.checked_mul(2)?.checked_add(7)?)?;
     let small = crate::limits::f64_bytes(n, k.checked_mul(2)?.checked_add(4)?, 1)?;
     big.checked_add(small)
 }
@@ -531,6 +634,10 @@ struct Consts {
     div_f: f64,
     div_cost: usize,
     chunk: usize,
+    /// A weighted geometric target: the drift's γ and the Metropolis moves apply.
+    geo: bool,
+    /// Σ c_i of a geometric target (1 otherwise).
+    c_sum: f64,
 }
 
 /// The per-particle buffers of a run (row-major: positions n × d, ℓ n × K, one score buffer per model).
@@ -578,6 +685,8 @@ struct StepCoefficients {
     cl: f64,
     wl: f64,
     wr: f64,
+    /// 1 − γ of the drift (0 but for weighted geometric targets).
+    gx: f64,
 }
 
 /// Move every particle, update its ℓ, and put the left part of its weight increment in `inc`.
@@ -590,7 +699,7 @@ fn advance(c: &Consts, st: &mut State, k: &StepCoefficients) {
             let b = ci * chunk + r;
             let xb = &mut xc[r * d..(r + 1) * d];
             let (db, zb) = (&drift_r[b * d..(b + 1) * d], &z_r[b * d..(b + 1) * d]);
-            *inc_b = c.div_f * d as f64 * k.lna + k.wl * rate_r[b];
+            *inc_b = (c.div_f + k.gx) * d as f64 * k.lna + k.wl * (rate_r[b] + k.gx * f_dot_s(xb, db));
             for j in 0..d {
                 xn[j] = k.mx * xb[j] + k.ms * db[j] + k.noise * zb[j];
             }
@@ -611,6 +720,11 @@ fn advance(c: &Consts, st: &mut State, k: &StepCoefficients) {
             xb.copy_from_slice(&xn);
         }
     });
+}
+
+/// f·S / g² = −½ x·S at one particle (the state-dependent part of ∇·f + f·S in units of g², maths §4a′).
+fn f_dot_s(x: &[f64], s: &[f64]) -> f64 {
+    -0.5 * x.iter().zip(s).map(|(a, b)| a * b).sum::<f64>()
 }
 
 /// The first particle whose position, tracked log-densities ℓ or log-weight increment is not finite,

@@ -79,6 +79,15 @@ impl MixOutcome {
             run.resamples,
             run.lineages
         );
+        let acc: Vec<f64> = run.steps.iter().filter_map(|i| i.move_accept).collect();
+        if run.steps.iter().any(|i| i.gamma != 1.0) || !acc.is_empty() {
+            let g: Vec<f64> = run.steps.iter().map(|i| i.gamma).collect();
+            let (lo, hi) = g.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            s.push_str(&format!("; drift gamma {lo:.2}..{hi:.2}"));
+            if !acc.is_empty() {
+                s.push_str(&format!("; move acceptance {:.2}", acc.iter().sum::<f64>() / acc.len() as f64));
+            }
+        }
         if let Some(c) = &self.classes {
             let f: Vec<String> =
                 c.weighted.iter().enumerate().filter(|(_, &v)| v > 0.0).map(|(i, v)| format!("{i} {} {v:.3}", FASHION_CLASSES[i])).collect();

@@ -63,6 +63,9 @@ pub fn report(settings: Value, run: &SampleRun) -> Value {
             "resampled": run.steps.iter().map(|s| s.resampled).collect::<Vec<_>>(),
             "unique_ancestors": run.steps.iter().map(|s| s.unique_ancestors).collect::<Vec<_>>(),
             "log_z_increment": run.steps.iter().map(|s| s.log_z_increment).collect::<Vec<_>>(),
+            "gamma": run.steps.iter().map(|s| s.gamma).collect::<Vec<_>>(),
+            "move_accept": run.steps.iter().map(|s| s.move_accept).collect::<Vec<_>>(),
+            "move_step": run.steps.iter().map(|s| s.move_step).collect::<Vec<_>>(),
         },
     })
 }
