@@ -1,6 +1,7 @@
 //! One loader for every model reference: a self-describing `.safetensors` file (its header's `kind` names
-//! the loader: exact expert or network), or `hf:ORG/NAME/FILE[@REVISION]` resolved from the local Hugging
-//! Face cache (never the network). It sits above [`crate::model`] and [`crate::nets`], so that neither
+//! the loader: exact expert or network), a diffusers checkpoint directory (`UNet2DModel`), or
+//! `hf:ORG/NAME/FILE[@REVISION]` / `hf:ORG/NAME[@REVISION]` resolved from the local Hugging Face cache
+//! (never the network). It sits above [`crate::model`] and [`crate::nets`], so that neither
 //! names the other.
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use crate::model::{GaussianMixture, ScoreModel};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Loader {
     hf_cache: Option<PathBuf>,
+    class_label: Option<u32>,
 }
 
 impl Loader {
@@ -23,13 +25,27 @@ impl Loader {
         self
     }
 
+    /// A loader that gives class-conditional checkpoints the class `label` (required for them, refused
+    /// for any other model).
+    pub fn class_label(mut self, label: Option<u32>) -> Self {
+        self.class_label = label;
+        self
+    }
+
     /// Open the model `reference` points to: a file path, or an `hf:` reference.
     pub fn load(&self, reference: impl AsRef<Path>) -> Result<Box<dyn ScoreModel>> {
         let path = reference.as_ref();
-        match path.to_str() {
-            Some(s) => load_file(&resolve_model_ref(s, self.hf_cache.as_deref())?),
-            None => load_file(path),
+        let path = match path.to_str() {
+            Some(s) => resolve_model_ref(s, self.hf_cache.as_deref())?,
+            None => path.to_path_buf(),
+        };
+        if path.is_dir() {
+            return Ok(Box::new(crate::nets::diffusers::DiffusersModel::open(&path, self.class_label)?));
         }
+        if let Some(l) = self.class_label {
+            return Err(Error::param("class label", l, format!("{} is not a class-conditional checkpoint", path.display())));
+        }
+        load_file(&path)
     }
 
     /// Open every reference, in order.

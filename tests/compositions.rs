@@ -81,8 +81,8 @@ fn naive_score_averaging_is_measurably_biased() {
 fn fisher_rao_correction_is_unbiased_where_experts_overlap() {
     // Overlapping experts (maths §4b: fr needs overlap). Target mean x = 0.7·(−0.5) + 0.3·0.7 = −0.14.
     let s = wfrmix::VpSchedule::default();
-    let a = GaussianMixture::new(vec![-0.5, 0.0], vec![0.6, 0.6], vec![1.0], 2, s).unwrap();
-    let b = GaussianMixture::new(vec![0.7, 0.3], vec![0.8, 0.5], vec![1.0], 2, s).unwrap();
+    let a = GaussianMixture::new(vec![-0.5, 0.0], vec![0.6, 0.6], vec![1.0], 2, s.clone()).unwrap();
+    let b = GaussianMixture::new(vec![0.7, 0.3], vec![0.8, 0.5], vec![1.0], 2, s.clone()).unwrap();
     let beta = 0.3;
     let truth = GaussianMixture::mixture(&[&a, &b], &[1.0 - beta, beta]).unwrap();
     let (tm, _) = gmm_moments(&truth);
@@ -117,8 +117,8 @@ fn shared_mode_experts() -> (GaussianMixture, GaussianMixture) {
     let m3: Vec<f64> = (0..d).map(|j| if j < 3 { -2.0 } else { 1.0 }).collect();
     let cat = |a: &[f64], b: &[f64]| [a, b].concat();
     let sd: Vec<f64> = (0..2 * d).map(|i| 0.5 + 0.08 * (i % 4) as f64).collect();
-    let a = GaussianMixture::new(cat(&m1, &m2), sd.clone(), vec![1.0, 2.0], d, s).unwrap();
-    let b = GaussianMixture::new(cat(&m2, &m3), sd.iter().map(|v| v * 1.2).collect(), vec![1.5, 1.0], d, s).unwrap();
+    let a = GaussianMixture::new(cat(&m1, &m2), sd.clone(), vec![1.0, 2.0], d, s.clone()).unwrap();
+    let b = GaussianMixture::new(cat(&m2, &m3), sd.iter().map(|v| v * 1.2).collect(), vec![1.5, 1.0], d, s.clone()).unwrap();
     (a, b)
 }
 
@@ -221,8 +221,8 @@ fn product_log_z_in_1d_is_unbiased() {
     // weights (no corrector). Run-to-run sd at N = 20 000 measured 0.09 (10 seeds); the mean of 3
     // runs has sd 0.052, so allow 4 sd = 0.21.
     let s = wfrmix::VpSchedule::default();
-    let a = GaussianMixture::new(vec![-0.5], vec![0.6], vec![1.0], 1, s).unwrap();
-    let b = GaussianMixture::new(vec![0.7], vec![0.8], vec![1.0], 1, s).unwrap();
+    let a = GaussianMixture::new(vec![-0.5], vec![0.6], vec![1.0], 1, s.clone()).unwrap();
+    let b = GaussianMixture::new(vec![0.7], vec![0.8], vec![1.0], 1, s.clone()).unwrap();
     let (_, log_z) = a.product(&b).unwrap();
     let zs: Vec<f64> = (0..3).map(|seed| run(&[&a, &b], Composition::product(2).unwrap(), cfg(20_000, 1000, 60 + seed)).log_z).collect();
     let mean = zs.iter().sum::<f64>() / 3.0;
@@ -235,7 +235,7 @@ fn annealing_squares_a_mixture() {
     // q² of a mixture is a mixture (its product with itself): 0.7 N(−1.5, 0.5²) + 0.3 N(1.5, 0.4²)
     // squared puts 0.187 of its mass at +1.5.
     let s = wfrmix::VpSchedule::default();
-    let g = GaussianMixture::new(vec![-1.5, 1.5], vec![0.5, 0.4], vec![0.7, 0.3], 1, s).unwrap();
+    let g = GaussianMixture::new(vec![-1.5, 1.5], vec![0.5, 0.4], vec![0.7, 0.3], 1, s.clone()).unwrap();
     let (sq, log_z) = g.product(&g).unwrap();
     let p_true = sq.weights()[3];
     let runs: Vec<_> = (0..2).map(|seed| run(&[&g], Composition::anneal(2.0).unwrap(), cfg(20_000, 1000, 70 + seed))).collect();
@@ -271,8 +271,8 @@ fn geometric_mixture_2d_matches_grid_quadrature() {
 #[test]
 fn power_mean_m2_log_z_matches_bhattacharyya() {
     let s = wfrmix::VpSchedule::default();
-    let a = GaussianMixture::new(vec![-1.0, 0.5, 1.0, 0.0], vec![0.5, 0.6, 0.4, 0.5], vec![1.0, 1.0], 2, s).unwrap();
-    let b = GaussianMixture::new(vec![1.0, 0.5], vec![0.7, 0.6], vec![1.0], 2, s).unwrap();
+    let a = GaussianMixture::new(vec![-1.0, 0.5, 1.0, 0.0], vec![0.5, 0.6, 0.4, 0.5], vec![1.0, 1.0], 2, s.clone()).unwrap();
+    let b = GaussianMixture::new(vec![1.0, 0.5], vec![0.7, 0.6], vec![1.0], 2, s.clone()).unwrap();
     let w = [0.6, 0.4];
     // Z_0 = ∫ (a1 √q1 + a2 √q2)² = a1² + a2² + 2 a1 a2 BC(q1, q2), BC by quadrature.
     let (lbc, _, _) = quad2(|x| 0.5 * (log_q0(&a, x) + log_q0(&b, x)), -7.0, 7.0, 400);

@@ -376,9 +376,11 @@ fn hf_references_resolve_from_a_local_cache_only() {
         assert!(e.contains("not in the Hugging Face cache") && e.contains("hf download"), "{e}");
     }
     // Malformed references.
-    for spec in ["hf:wfrmix/mlp2d", "hf:/a/b", "hf:a/b/c@"] {
+    for spec in ["hf:wfrmix", "hf:/a/b", "hf:a/b/c@", "hf:a/../c"] {
         assert!(HfRef::parse(spec).is_err(), "{spec}");
     }
+    // No file: the snapshot directory (a diffusers checkpoint; tests/diffusers.rs opens one).
+    assert_eq!(HfRef::parse("hf:wfrmix/mlp2d").unwrap().file, "");
 }
 
 // ---------- the binaries ----------

@@ -102,8 +102,8 @@ fn gmm_files_round_trip_and_diffuse_to_the_prior() {
 #[test]
 fn products_of_mixtures_match_quadrature() {
     let s = VpSchedule::default();
-    let a = GaussianMixture::new(vec![-1.0, 0.5, 1.0, 0.0], vec![0.5, 0.6, 0.4, 0.5], vec![1.0, 2.0], 2, s).unwrap();
-    let b = GaussianMixture::new(vec![0.5, 0.5], vec![0.7, 0.6], vec![1.0], 2, s).unwrap();
+    let a = GaussianMixture::new(vec![-1.0, 0.5, 1.0, 0.0], vec![0.5, 0.6, 0.4, 0.5], vec![1.0, 2.0], 2, s.clone()).unwrap();
+    let b = GaussianMixture::new(vec![0.5, 0.5], vec![0.7, 0.6], vec![1.0], 2, s.clone()).unwrap();
     let (p, log_z) = a.product(&b).unwrap();
     let (lz, m, _) = quad2(|x| log_q0(&a, x) + log_q0(&b, x), -7.0, 7.0, 500);
     let (pm, _) = gmm_moments(&p);

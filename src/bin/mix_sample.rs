@@ -80,6 +80,9 @@ struct Args {
     /// Acceptance rate the moves' step size adapts toward [default: 0.6].
     #[arg(long)]
     move_accept: Option<f64>,
+    /// Class label for class-conditional diffusers checkpoints (num_class_embeds), used for every particle.
+    #[arg(long)]
+    class_label: Option<u32>,
     /// Skip the final noise-free denoising (Tweedie) step.
     #[arg(long)]
     no_denoise: bool,
@@ -151,7 +154,7 @@ fn job(args: Args) -> Result<MixJob> {
         anyhow::ensure!(!given || geometric, "{flag} applies to geometric, product and anneal compositions only; leave it out for --compose {}", format!("{:?}", args.compose).to_lowercase());
     }
     Ok(MixJob {
-        loader: Loader::default().hf_cache(hf_cache),
+        loader: Loader::default().hf_cache(hf_cache).class_label(args.class_label),
         spec: CompositionSpec {
             kind: args.compose,
             n_models: args.models.len(),

@@ -272,7 +272,10 @@ impl<'a> Sampler<'a> {
             }
         }
         let schedule = models[0].schedule();
-        let times = c.grid.times(&schedule, c.steps, 1.0, c.t_min);
+        if c.t_min >= schedule.t_max() {
+            return Err(Error::param("t_min", c.t_min, format!("must lie below where the schedule starts, t = {}", schedule.t_max())));
+        }
+        let times = c.grid.times(&schedule, c.steps, schedule.t_max(), c.t_min);
         Ok(Sampler { models, composition, config, schedule, times })
     }
 

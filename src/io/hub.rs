@@ -1,5 +1,6 @@
-//! Model references for `--models`: a file path, or `hf:ORG/NAME/PATH/IN/REPO[@REVISION]` resolved from
-//! the local Hugging Face hub cache (never the network).
+//! Model references for `--models`: a file path, or `hf:ORG/NAME/PATH/IN/REPO[@REVISION]` (a file) or
+//! `hf:ORG/NAME[@REVISION]` (the whole snapshot directory, e.g. a diffusers checkpoint) resolved from the
+//! local Hugging Face hub cache (never the network).
 //!
 //! The cache is `$HF_HUB_CACHE` if set, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`; its layout is
 //! `models--ORG--NAME/refs/REVISION` (a file holding the commit hash) and
@@ -36,14 +37,14 @@ pub fn cache_dir(hf_hub_cache: Option<OsString>, hf_home: Option<OsString>, home
 pub struct HfRef {
     /// `ORG/NAME`.
     pub repo: String,
-    /// Path of the file inside the repository.
+    /// Path of the file inside the repository (empty: the snapshot directory itself).
     pub file: String,
     /// Branch, tag or commit (default `main`).
     pub revision: String,
 }
 
 impl HfRef {
-    /// Parse `hf:ORG/NAME/PATH[@REVISION]`.
+    /// Parse `hf:ORG/NAME/PATH[@REVISION]` or `hf:ORG/NAME[@REVISION]`.
     pub fn parse(spec: &str) -> Result<Self> {
         let bad = |why: &str| Error::param("model reference", spec, format!("{why}; expected hf:ORG/NAME/FILE[@REVISION], e.g. hf:me/mlp2d/mlp2d_up.safetensors"));
         let rest = spec.strip_prefix(HF_PREFIX).ok_or_else(|| bad("missing the `hf:` prefix"))?;
@@ -53,14 +54,17 @@ impl HfRef {
             None => (rest, "main".to_string()),
         };
         let parts: Vec<&str> = body.split('/').collect();
-        if parts.len() < 3 || parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
-            return Err(bad("need an organisation, a repository name and a file"));
+        if parts.len() < 2 || parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+            return Err(bad("need an organisation and a repository name (and a file, or none for the whole snapshot)"));
         }
         Ok(HfRef { repo: format!("{}/{}", parts[0], parts[1]), file: parts[2..].join("/"), revision })
     }
 
     /// The file's path in the cache at `cache_dir`, or an error saying how to populate the cache.
     pub fn resolve_in(&self, cache_dir: &Path) -> Result<PathBuf> {
+        if self.file.is_empty() {
+            return self.snapshot_in(cache_dir);
+        }
         let cache = Cache::new(cache_dir.to_path_buf());
         let repo = cache.repo(Repo::with_revision(self.repo.clone(), RepoType::Model, self.revision.clone()));
         repo.get(&self.file).ok_or_else(|| {
@@ -80,6 +84,32 @@ impl HfRef {
                 ),
             )
         })
+    }
+}
+
+impl HfRef {
+    /// The snapshot directory of the revision: `models--ORG--NAME/snapshots/COMMIT`, COMMIT read from
+    /// `refs/REVISION` (or REVISION itself when it is a commit present in the cache).
+    fn snapshot_in(&self, cache_dir: &Path) -> Result<PathBuf> {
+        let repo_dir = cache_dir.join(format!("models--{}", self.repo.replace('/', "--")));
+        let commit = std::fs::read_to_string(repo_dir.join("refs").join(&self.revision)).map(|c| c.trim().to_string()).unwrap_or_else(|_| self.revision.clone());
+        let dir = repo_dir.join("snapshots").join(&commit);
+        if !commit.is_empty() && !commit.contains('/') && dir.is_dir() {
+            return Ok(dir);
+        }
+        Err(Error::param(
+            "model reference",
+            format!("hf:{}@{}", self.repo, self.revision),
+            format!(
+                "no snapshot in the Hugging Face cache at {} (looked for {}/refs/{} and snapshots/COMMIT); wfrmix never \
+                 downloads: populate the cache with `hf download {} --revision {}` on a machine with network access",
+                cache_dir.display(),
+                repo_dir.display(),
+                self.revision,
+                self.repo,
+                self.revision
+            ),
+        ))
     }
 }
 

@@ -58,6 +58,8 @@ pub struct ClassFractions {
 pub struct MixOutcome {
     /// The run.
     pub run: SampleRun,
+    /// What the models say about themselves (e.g. where a checkpoint's schedule came from).
+    pub notes: Vec<String>,
     /// Class fractions, when a classifier was given.
     pub classes: Option<ClassFractions>,
 }
@@ -87,6 +89,9 @@ impl MixOutcome {
             if !acc.is_empty() {
                 s.push_str(&format!("; move acceptance {:.2}", acc.iter().sum::<f64>() / acc.len() as f64));
             }
+        }
+        for n in &self.notes {
+            s.push_str(&format!("\n{n}"));
         }
         if let Some(c) = &self.classes {
             let f: Vec<String> =
@@ -125,7 +130,8 @@ pub fn run(job: &MixJob, observer: impl FnMut(&StepInfo)) -> Result<MixOutcome> 
     let run = sampler.run(observer)?;
     let classes = classifier.as_ref().map(|c| judge(c, &run)).transpose()?;
     write_outputs(job, &composition, &run, classes.as_ref(), classifier.as_ref())?;
-    Ok(MixOutcome { run, classes })
+    let notes = models.iter().flat_map(|m| m.notes()).collect();
+    Ok(MixOutcome { run, classes, notes })
 }
 
 fn judge(c: &Classifier, run: &SampleRun) -> Result<ClassFractions> {

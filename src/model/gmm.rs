@@ -230,7 +230,7 @@ impl GaussianMixture {
         }
         let log_z = crate::particles::log_sum_exp(&logw);
         let weights = logw.iter().map(|l| (l - log_z).exp()).collect();
-        Ok((GaussianMixture::new(means, stds, weights, d, self.schedule)?.with_name(format!("{}*{}", self.name, other.name)), log_z))
+        Ok((GaussianMixture::new(means, stds, weights, d, self.schedule.clone())?.with_name(format!("{}*{}", self.name, other.name)), log_z))
     }
 
     /// The mixture Σ_i c_i q_i of several mixtures (c normalised).
@@ -245,7 +245,7 @@ impl GaussianMixture {
             stds.extend(p.vars.iter().map(|v| v.sqrt()));
             w.extend(p.weights().iter().map(|x| x * c));
         }
-        GaussianMixture::new(means, stds, w, d, parts[0].schedule)
+        GaussianMixture::new(means, stds, w, d, parts[0].schedule.clone())
     }
 
     fn at_time(&self, t: f64) -> AtTime {
@@ -325,7 +325,7 @@ impl ScoreModel for GaussianMixture {
     }
 
     fn schedule(&self) -> VpSchedule {
-        self.schedule
+        self.schedule.clone()
     }
 
     fn score(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {

@@ -69,6 +69,11 @@ pub trait ScoreModel: Send + Sync {
         true
     }
 
+    /// Facts a user should see in the run's summary (e.g. where a checkpoint's schedule came from).
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The error for a missing capability.
     fn unsupported(&self, what: &str, hint: &str) -> Error {
         Error::Unsupported { model: self.name().to_string(), what: what.to_string(), hint: hint.to_string() }
@@ -119,10 +124,7 @@ pub fn check_compatible(models: &[&dyn ScoreModel]) -> Result<()> {
             return Err(Error::Incompatible {
                 a: first.name().into(),
                 b: m.name().into(),
-                reason: format!(
-                    "forward schedules differ: beta in [{}, {}] vs [{}, {}]; compose models trained under the same schedule",
-                    sa.beta_min(), sa.beta_max(), sb.beta_min(), sb.beta_max()
-                ),
+                reason: format!("forward schedules differ: {sa} vs {sb}; compose models trained under the same schedule"),
             });
         }
     }

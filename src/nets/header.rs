@@ -166,6 +166,13 @@ pub(crate) fn save_net<'a>(
 
 /// candle errors, named by what was being done.
 pub(crate) fn backend(what: &str) -> impl Fn(candle_core::Error) -> Error + '_ {
-    move |e| Error::Backend { what: what.to_string(), reason: e.to_string() }
+    move |e| Error::Backend { what: what.to_string(), reason: candle_message(&e) }
+}
+
+/// A candle error's message without the backtrace candle appends when `RUST_BACKTRACE` is set, so that
+/// every error stays one line.
+pub(crate) fn candle_message(e: &candle_core::Error) -> String {
+    let s = e.to_string();
+    s.lines().next().unwrap_or_default().trim_end().to_string()
 }
 

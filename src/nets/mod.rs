@@ -5,12 +5,14 @@
 //!   hand-written f64 forward and reverse pass, and [`mlp::CandleMlp`], its candle training graph;
 //! - [`unet::ScoreUnet`], a small time-conditioned U-Net for images (file kind `score_unet`), evaluated
 //!   through candle in f32, with its custom kernels in [`ops`];
+//! - [`diffusers::Unet2d`], diffusers' `UNet2DModel` built from its `config.json` (pretrained checkpoints);
 //! - [`classifier::Classifier`], a Fashion-MNIST classifier used to judge generated images (file kind
 //!   `fmnist_classifier`).
 //!
 //! Training lives in [`crate::train`]; opening a file by its `kind` in [`crate::registry`].
 
 pub mod classifier;
+pub mod diffusers;
 pub mod header;
 pub mod mlp;
 pub mod ops;

@@ -433,7 +433,7 @@ impl ScoreModel for ScoreUnet {
     }
 
     fn schedule(&self) -> VpSchedule {
-        self.info.schedule
+        self.info.schedule.clone()
     }
 
     fn score(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {

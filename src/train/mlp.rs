@@ -243,7 +243,7 @@ impl Trainer {
     /// One optimisation step on a fresh batch; returns the batch's DSM loss (before the update).
     pub fn step(&mut self) -> Result<f64> {
         let (b, d, k2) = (self.recipe.batch, self.info.data_shape.iter().product::<usize>(), self.cfg.time_features());
-        let sched = self.info.schedule;
+        let sched = self.info.schedule.clone();
         let x0 = self.data.sample(b, &mut self.rng);
         let mut eps = vec![0.0; b * d];
         rng::fill_normal(&mut self.rng, &mut eps);

@@ -125,7 +125,7 @@ impl UnetTrainer {
         let b = self.recipe.batch;
         let shape = self.net.info().data_shape.clone();
         let d: usize = shape.iter().product();
-        let sched = self.net.info().schedule;
+        let sched = self.net.info().schedule.clone();
         let x0 = self.data.sample(b, &mut self.rng);
         let mut eps = vec![0.0; b * d];
         rng::fill_normal(&mut self.rng, &mut eps);

@@ -11,7 +11,7 @@ use wfrmix::{load_model, GaussianMixture, SampleRun, VpSchedule};
 /// maths §4b's case: "up" has two modes at y = +2, "down" three modes at y = −2.
 pub fn up_down() -> (GaussianMixture, GaussianMixture) {
     let s = VpSchedule::default();
-    let up = GaussianMixture::new(vec![-2.0, 2.0, 2.0, 2.0], vec![0.5; 4], vec![1.0, 1.0], 2, s).unwrap().with_name("up");
+    let up = GaussianMixture::new(vec![-2.0, 2.0, 2.0, 2.0], vec![0.5; 4], vec![1.0, 1.0], 2, s.clone()).unwrap().with_name("up");
     let down = GaussianMixture::new(vec![-3.0, -2.0, 0.0, -2.0, 3.0, -2.0], vec![0.4; 6], vec![1.0; 3], 2, s).unwrap().with_name("down");
     (up, down)
 }

@@ -1,0 +1,237 @@
+//! diffusers' `UNet2DModel` in candle against diffusers itself: tiny random checkpoints written by
+//! `tests/fixtures/diffusers/make_fixtures.py` (diffusers + torch, run once; nothing here needs Python),
+//! each with diffusers' outputs on fixed inputs. Covered: positional and Fourier time embeddings,
+//! flip_sin_to_cos / freq_shift, default and scale_shift resnets, attention with several heads and with
+//! one (attention_head_dim null), center_input_sample, downsample_padding 0, a mid-block scale factor, no
+//! mid block, and a class-conditional model.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use wfrmix::io::tensors::TensorFile;
+use wfrmix::nets::diffusers::{Unet2d, Unet2dConfig};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusers").join(name)
+}
+
+fn check(name: &str) -> f64 {
+    let dir = fixture(name);
+    let cfg_path = dir.join("config.json");
+    let cfg = Unet2dConfig::from_json(&cfg_path, &std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let net = Unet2d::load(cfg, &dir.join("diffusion_pytorch_model.safetensors"), &Device::Cpu).unwrap();
+    let r = TensorFile::open(&dir.join("reference.safetensors")).unwrap();
+    let (xs, x) = r.tensor_f64("x").unwrap();
+    let (_, t) = r.tensor_f64("timesteps").unwrap();
+    let (_, want) = r.tensor_f64("out").unwrap();
+    let labels: Option<Vec<u32>> = r.names().iter().any(|n| n == "class_labels").then(|| r.tensor_f64("class_labels").unwrap().1.iter().map(|&v| v as u32).collect());
+    let xt = Tensor::from_vec(x.iter().map(|&v| v as f32).collect::<Vec<_>>(), xs.as_slice(), &Device::Cpu).unwrap();
+    let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+    let got: Vec<f32> = net.forward(&xt, &tf, labels.as_deref()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let err = got.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+    eprintln!("{name}: max |candle − diffusers| = {err:.2e} (max |out| {scale:.3})");
+    err / scale.max(1.0)
+}
+
+// Both sides compute in f32 with different summation orders (convolutions, group norms, softmax):
+// their difference is a few ulp of the largest intermediate values, ≈ 1e-6 relative; 1e-4 leaves room
+// for the deeper fixtures while any wrong wiring (a missing term, a swapped sin/cos, a wrong group
+// count) changes the output by O(0.1).
+const TOL: f64 = 1e-4;
+
+#[test]
+fn ddpm_layout_with_attention_matches_diffusers() {
+    assert!(check("ddpm_tiny") < TOL);
+}
+
+#[test]
+fn scale_shift_centred_unpadded_single_head_matches_diffusers() {
+    assert!(check("scale_shift") < TOL);
+}
+
+#[test]
+fn class_conditional_model_matches_diffusers() {
+    assert!(check("class_cond") < TOL);
+}
+
+#[test]
+fn fourier_embedding_without_mid_block_matches_diffusers() {
+    assert!(check("no_mid_fourier") < TOL);
+}
+
+#[test]
+fn bad_configs_name_the_key() {
+    let p = Path::new("config.json");
+    for (text, key) in [
+        (r#"{"down_block_types": ["CrossAttnDownBlock2D"], "up_block_types": ["UpBlock2D"], "block_out_channels": [32]}"#, "down_block_types"),
+        (r#"{"block_out_channels": [30, 60, 90, 120]}"#, "norm_num_groups"),
+        (r#"{"time_embedding_type": "learned"}"#, "time_embedding_type"),
+        (r#"{"class_embed_type": "timestep"}"#, "class_embed_type"),
+        (r#"{"block_out_channels": [32, 64], "down_block_types": ["DownBlock2D"]}"#, "block_out_channels"),
+        (r#"{"layers_per_block": 0}"#, "layers_per_block"),
+        (r#"[1, 2]"#, "config"),
+    ] {
+        let e = Unet2dConfig::from_json(p, text).unwrap_err().to_string();
+        assert!(e.contains(key), "{text}: {e}");
+    }
+}
+
+/// The score a checkpoint gives the sampler: at t = (i + 1)/N its label is i, and s = −ε̂/σ_t with ε̂
+/// from the network's output (ε directly; for v-prediction ε̂ = α v̂ + σ x), σ_t² = 1 − ᾱ_i of the
+/// checkpoint's own scheduler table, compared with diffusers' `alphas_cumprod`.
+#[test]
+fn checkpoint_scores_follow_the_scheduler_table_and_the_prediction_type() {
+    use wfrmix::ScoreModel;
+    for (name, v_pred) in [("ddpm_tiny", false), ("scale_shift", true)] {
+        let dir = fixture(name);
+        let m = wfrmix::nets::diffusers::DiffusersModel::open(&dir, None).unwrap();
+        let s = m.schedule();
+        let (_, abar) = TensorFile::open(&dir.join("scheduler_reference.safetensors")).unwrap().tensor_f64("alphas_cumprod").unwrap();
+        let n = abar.len();
+        assert_eq!(s.train_steps(), Some(n));
+        for i in [0, 1, 417, n / 2, n - 1] {
+            let t = (i + 1) as f64 / n as f64;
+            // diffusers builds its table in f32: relative differences up to ≈ 1e-5 after 1000 products.
+            assert!((s.alpha(t).powi(2) / abar[i] - 1.0).abs() < 1e-4, "{name} ᾱ_{i}: {} vs {}", s.alpha(t).powi(2), abar[i]);
+            assert!((s.label(t) - i as f64).abs() < 1e-9);
+        }
+        let r = TensorFile::open(&dir.join("reference.safetensors")).unwrap();
+        let (xs, x) = r.tensor_f64("x").unwrap();
+        let (_, ts) = r.tensor_f64("timesteps").unwrap();
+        let (_, out) = r.tensor_f64("out").unwrap();
+        let d: usize = xs[1..].iter().product();
+        for (b, &ti) in ts.iter().enumerate() {
+            let t = (ti + 1.0) / n as f64;
+            let (a, sig) = (abar[ti as usize].sqrt(), (1.0 - abar[ti as usize]).sqrt());
+            let xb = &x[b * d..(b + 1) * d];
+            let mut got = vec![0.0; d];
+            m.score(xb, t, &mut got).unwrap();
+            let worst = (0..d)
+                .map(|j| {
+                    let eps = if v_pred { a * out[b * d + j] + sig * xb[j] } else { out[b * d + j] };
+                    (got[j] + eps / sig).abs() * sig
+                })
+                .fold(0.0, f64::max);
+            // Compared in units of ε (×σ): the network agrees to ≈ 1e-6 (above), the table to 1e-4.
+            assert!(worst < 1e-3, "{name} at label {ti}: max |σ·Δs| = {worst}");
+        }
+        assert!(m.notes()[0].contains("scheduler_config.json"), "{:?}", m.notes());
+    }
+    // No scheduler config: DDPM's defaults, and the summary says so.
+    let m = wfrmix::nets::diffusers::DiffusersModel::open(&fixture("class_cond"), Some(1)).unwrap();
+    assert!(m.notes()[0].contains("DDPM's defaults"), "{:?}", m.notes());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// `hf:ORG/NAME[@REV]` resolves to the snapshot directory in a local hub cache, and `mix-sample` composes
+/// it; a checkpoint saved by a pipeline (`unet/` and `scheduler/`) opens the same way.
+#[test]
+fn hub_snapshots_and_pipeline_layouts_open_as_checkpoints() {
+    let cache = tempfile::tempdir().unwrap();
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let repo = cache.path().join("models--wfrmix--ddpm-tiny");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), commit).unwrap();
+    copy_dir(&fixture("ddpm_tiny"), &repo.join("snapshots").join(commit));
+    let loader = wfrmix::registry::Loader::default().hf_cache(cache.path());
+    let m = loader.load("hf:wfrmix/ddpm-tiny").unwrap();
+    assert_eq!(m.data_shape(), [1, 8, 8]);
+    loader.load(format!("hf:wfrmix/ddpm-tiny@{commit}")).unwrap();
+    let e = loader.load("hf:wfrmix/ddpm-tiny@v2").err().unwrap().to_string();
+    assert!(e.contains("hf download wfrmix/ddpm-tiny --revision v2"), "{e}");
+    // A pipeline's layout: unet/{config.json, weights} and scheduler/scheduler_config.json at the top.
+    let pipe = cache.path().join("pipe");
+    std::fs::create_dir_all(pipe.join("unet")).unwrap();
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(fixture("ddpm_tiny").join(f), pipe.join("unet").join(f)).unwrap();
+    }
+    copy_dir(&fixture("ddpm_tiny").join("scheduler"), &pipe.join("scheduler"));
+    let m = wfrmix::load_model(&pipe).unwrap();
+    assert!(m.notes()[0].contains("scheduler_config.json"), "{:?}", m.notes());
+    let out = cache.path().join("s.safetensors");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-sample"))
+        .args(["--models", "hf:wfrmix/ddpm-tiny", pipe.to_str().unwrap(), "--particles", "8", "--steps", "5", "--quiet", "--save-samples", out.to_str().unwrap()])
+        .env("HF_HUB_CACHE", cache.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.exists());
+}
+
+/// Broken checkpoints: each is one error naming the file and the key, never a panic.
+#[test]
+fn broken_checkpoints_are_named_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = fixture("ddpm_tiny");
+    let case = |name: &str, edit: &dyn Fn(&Path)| -> String {
+        let d = tmp.path().join(name);
+        copy_dir(&base, &d);
+        edit(&d);
+        match wfrmix::load_model(&d) {
+            Ok(_) => panic!("{name}: loaded"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let set = |key: &'static str, v: serde_json::Value| {
+        move |d: &Path| {
+            let p = d.join("config.json");
+            let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            c[key] = v.clone();
+            std::fs::write(&p, c.to_string()).unwrap();
+        }
+    };
+    let weights = |d: &Path| d.join("diffusion_pytorch_model.safetensors");
+    for (name, edit, needles) in [
+        ("no config", Box::new(|d: &Path| std::fs::remove_file(d.join("config.json")).unwrap()) as Box<dyn Fn(&Path)>, vec!["config.json"]),
+        ("config not JSON", Box::new(|d: &Path| std::fs::write(d.join("config.json"), "{").unwrap()), vec!["config.json", "not JSON"]),
+        ("no weights", Box::new(move |d: &Path| std::fs::remove_file(weights(d)).unwrap()), vec!["diffusion_pytorch_model.safetensors"]),
+        ("truncated weights", Box::new(move |d: &Path| { let b = std::fs::read(weights(d)).unwrap(); std::fs::write(weights(d), &b[..b.len() / 2]).unwrap() }), vec!["diffusion_pytorch_model.safetensors"]),
+        ("wider than its weights", Box::new(set("block_out_channels", serde_json::json!([16, 32]))), vec!["diffusion_pytorch_model.safetensors", "tensors"]),
+        ("no sample_size", Box::new(set("sample_size", serde_json::Value::Null)), vec!["sample_size"]),
+        ("odd sample_size", Box::new(set("sample_size", serde_json::json!(7))), vec!["sample_size"]),
+        ("conditional class", Box::new(set("_class_name", serde_json::json!("UNet2DConditionModel"))), vec!["_class_name"]),
+        ("bad prediction", Box::new(|d: &Path| { let p = d.join("scheduler/scheduler_config.json"); let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(); c["prediction_type"] = serde_json::json!("flow"); std::fs::write(&p, c.to_string()).unwrap() }), vec!["prediction_type", "scheduler_config.json"]),
+        ("bad beta schedule", Box::new(|d: &Path| { let p = d.join("scheduler/scheduler_config.json"); let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(); c["beta_schedule"] = serde_json::json!("sigmoid"); std::fs::write(&p, c.to_string()).unwrap() }), vec!["beta_schedule"]),
+        ("betas out of range", Box::new(|d: &Path| { let p = d.join("scheduler/scheduler_config.json"); let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(); c["trained_betas"] = serde_json::json!([0.1, 1.5]); std::fs::write(&p, c.to_string()).unwrap() }), vec!["beta_1"]),
+    ] {
+        let e = case(name, &*edit);
+        assert!(!e.contains('\n'), "{name}: {e}");
+        for n in needles {
+            assert!(e.contains(n), "{name}: `{n}` missing from: {e}");
+        }
+    }
+}
+
+/// Same seed, same samples on 1 and 3 threads with a checkpoint (candle's CPU kernels split rows, not
+/// sums, across threads).
+#[test]
+fn checkpoint_runs_do_not_depend_on_the_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture("ddpm_tiny");
+    let run = |threads: &str| {
+        let out = tmp.path().join(format!("s{threads}.safetensors"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-sample"))
+            .args(["--models", dir.to_str().unwrap(), dir.to_str().unwrap(), "--particles", "100", "--steps", "10", "--seed", "3", "--quiet", "--threads", threads])
+            .arg("--save-samples")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(out).unwrap()
+    };
+    assert!(run("1") == run("3"));
+}
