@@ -235,3 +235,95 @@ fn checkpoint_runs_do_not_depend_on_the_thread_count() {
     };
     assert!(run("1") == run("3"));
 }
+
+/// `mix-eval` on a fixture: its raw output at t = (i + 1)/N is diffusers' output at label i, also after
+/// the attention tensors are renamed to the older `query/key/value/proj_attn` naming.
+#[test]
+fn mix_eval_reproduces_diffusers_in_both_attention_namings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture("ddpm_tiny");
+    let old = tmp.path().join("old_naming");
+    copy_dir(&dir, &old);
+    // Rename the attention tensors the way pre-0.14 diffusers checkpoints name them.
+    let w = old.join("diffusion_pytorch_model.safetensors");
+    let f = TensorFile::open(&w).unwrap();
+    let mut named: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for n in f.names() {
+        let (s, v) = f.tensor_f64(&n).unwrap();
+        let m = n.replace(".to_q.", ".query.").replace(".to_k.", ".key.").replace(".to_v.", ".value.").replace(".to_out.0.", ".proj_attn.");
+        named.push((m, s, v.iter().map(|&x| x as f32).collect()));
+    }
+    assert!(named.iter().any(|(n, _, _)| n.contains(".proj_attn.")));
+    let tensors: Vec<wfrmix::io::F32Tensor<'_>> = named.iter().map(|(n, s, v)| wfrmix::io::F32Tensor { name: n, shape: s.clone(), data: v }).collect();
+    std::fs::remove_file(&w).unwrap();
+    wfrmix::io::write_safetensors(&w, &tensors, &Default::default()).unwrap();
+    let r = TensorFile::open(&dir.join("reference.safetensors")).unwrap();
+    let (xs, _) = r.tensor_f64("x").unwrap();
+    let (_, want) = r.tensor_f64("out").unwrap();
+    let d: usize = xs[1..].iter().product();
+    for model in [&dir, &old] {
+        let out = tmp.path().join(format!("{}.safetensors", model.file_name().unwrap().to_string_lossy()));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-eval"))
+            .args(["--model", model.to_str().unwrap(), "--input", dir.join("reference.safetensors").to_str().unwrap(), "--t", "0.001,0.418,1", "--quiet", "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let e = TensorFile::open(&out).unwrap();
+        let (shape, got) = e.tensor_f64("output").unwrap();
+        assert_eq!(shape, vec![3, 3, 1, 8, 8]);
+        for b in 0..3 {
+            // Row b of the reference was evaluated at the b-th time.
+            let worst = (0..d).map(|j| (got[(b * 3 + b) * d + j] - want[b * d + j]).abs()).fold(0.0, f64::max);
+            assert!(worst < TOL, "{}: input {b}: {worst}", model.display());
+        }
+        assert_eq!(e.tensor_f64("score").unwrap().0, vec![3, 3, 1, 8, 8]);
+    }
+    // Bad input: the shape is named.
+    let bad = tmp.path().join("bad.safetensors");
+    wfrmix::io::write_safetensors(&bad, &[wfrmix::io::F32Tensor { name: "x", shape: vec![2, 3], data: &[0.0; 6] }], &Default::default()).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-eval"))
+        .args(["--model", dir.to_str().unwrap(), "--input", bad.to_str().unwrap(), "--t", "0.5", "--out", tmp.path().join("o.safetensors").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(1) && err.contains("tensor `x`") && err.lines().count() == 1, "{err}");
+    assert!(!tmp.path().join("o.safetensors").exists());
+}
+
+/// The three prediction types give the same score on a case built for it: for x = α x₀ + σ ε, a network
+/// predicting ε, v = α ε − σ x₀ or x₀ exactly yields ε̂ = ε each way.
+#[test]
+fn v_and_sample_predictions_give_the_epsilon_score() {
+    use wfrmix::nets::diffusers::Prediction;
+    let s = wfrmix::VpSchedule::discrete("cos", &wfrmix::VpSchedule::diffusers_betas("squaredcos_cap_v2", 1000, 0.0, 0.0).unwrap()).unwrap();
+    for &t in &[0.01, 0.3, 0.9] {
+        let (a, sig) = (s.alpha(t), s.sigma2(t).sqrt());
+        for (x0, eps) in [(0.7, -1.3), (-0.2, 0.4)] {
+            let x = a * x0 + sig * eps;
+            let v = a * eps - sig * x0;
+            for (kind, p) in [(Prediction::Epsilon, eps), (Prediction::VPrediction, v), (Prediction::Sample, x0)] {
+                let e = kind.to_epsilon(p, x, a, sig);
+                assert!((e - eps).abs() < 1e-12 / sig.min(1.0).max(1e-3), "{kind:?} at t = {t}: {e} vs {eps}");
+            }
+        }
+    }
+}
+
+/// Exact Gaussian-mixture experts under a cosine schedule's discrete table: the state mixture still
+/// hits its fraction (the sampler starts where the log-SNR is −10 and steps on the table's α).
+#[test]
+fn a_mixture_under_a_cosine_schedule_hits_its_fraction() {
+    use wfrmix::{Composition, GaussianMixture, MixtureMethod, Sampler, SamplerConfig};
+    let s = wfrmix::VpSchedule::discrete("cos", &wfrmix::VpSchedule::diffusers_betas("squaredcos_cap_v2", 1000, 0.0, 0.0).unwrap()).unwrap();
+    let up = GaussianMixture::new(vec![-2.0, 2.0, 2.0, 2.0], vec![0.5; 4], vec![1.0, 1.0], 2, s.clone()).unwrap();
+    let down = GaussianMixture::new(vec![-3.0, -2.0, 0.0, -2.0, 3.0, -2.0], vec![0.4; 6], vec![1.0; 3], 2, s).unwrap();
+    let n = 4000;
+    let r = Sampler::new(&[&up, &down], Composition::mixture(&[0.7, 0.3], MixtureMethod::State).unwrap(), SamplerConfig { particles: n, steps: 500, ..Default::default() })
+        .unwrap()
+        .run(|_| {})
+        .unwrap();
+    let f = r.weighted_mean(|x| if x[1] < 0.0 { 1.0 } else { 0.0 });
+    // Binomial sd at N = 4000, p = 0.3: 0.0072; 0.03 is > 4 sd.
+    eprintln!("cosine schedule: fraction in down's half-plane {f:.4} (truth 0.3)");
+    assert!((f - 0.3).abs() < 0.03, "{f}");
+}

@@ -4,8 +4,10 @@
 //!
 //! - [`mix`]: `mix-sample` (compose models, sample, write samples / report / picture);
 //! - [`energy`]: `wfr-sample` (Langevin / WFR / annealed SMC on an energy, the double-well experiment);
-//! - [`train`]: `mix-train` (any recipe kind, with checkpoints and exact resume).
+//! - [`train`]: `mix-train` (any recipe kind, with checkpoints and exact resume);
+//! - [`eval`]: `mix-eval` (one model's output, ε̂ and score on given inputs and times).
 
 pub mod energy;
+pub mod eval;
 pub mod mix;
 pub mod train;

@@ -69,6 +69,12 @@ pub trait ScoreModel: Send + Sync {
         true
     }
 
+    /// The network's raw output at x and t (what it was trained to predict: ε, v or x₀), for models that
+    /// have one; `Ok(false)` (the default) for models without a network (exact experts).
+    fn raw_output(&self, _x: &[f64], _t: f64, _out: &mut [f64]) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Facts a user should see in the run's summary (e.g. where a checkpoint's schedule came from).
     fn notes(&self) -> Vec<String> {
         Vec::new()

@@ -603,6 +603,18 @@ pub enum Prediction {
     Sample,
 }
 
+impl Prediction {
+    /// ε̂ from the network's prediction `p` at input x with the schedule's α and σ (maths §1′): ε directly;
+    /// v: ε̂ = α v̂ + σ x; x₀: ε̂ = (x − α x̂₀)/σ.
+    pub fn to_epsilon(self, p: f64, x: f64, alpha: f64, sigma: f64) -> f64 {
+        match self {
+            Prediction::Epsilon => p,
+            Prediction::VPrediction => alpha * p + sigma * x,
+            Prediction::Sample => (x - alpha * p) / sigma,
+        }
+    }
+}
+
 fn d_steps() -> usize {
     1000
 }
@@ -776,7 +788,19 @@ impl ScoreModel for DiffusersModel {
         vec![format!("{}: UNet2DModel, {:?} prediction{class}, schedule from {}", self.name, self.prediction, self.schedule_source)]
     }
 
+    fn raw_output(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<bool> {
+        self.eval(x, t, out, false)?;
+        Ok(true)
+    }
+
     fn score(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
+        self.eval(x, t, out, true)
+    }
+}
+
+impl DiffusersModel {
+    /// The network's output at x and t into `out`, converted to the score when `score`.
+    fn eval(&self, x: &[f64], t: f64, out: &mut [f64], score: bool) -> Result<()> {
         let d: usize = self.shape.iter().product();
         if x.len() % d != 0 || out.len() != x.len() {
             return Err(Error::param(format!("batch for `{}`", self.name), format!("{} inputs / {} outputs", x.len(), out.len()), format!("expected n × {d} inputs and as many outputs")));
@@ -795,12 +819,11 @@ impl ScoreModel for DiffusersModel {
             let pred: Vec<f32> = self.net.forward(&xt, &vec![label; m], labels.as_deref())?.flatten_all().and_then(|p| p.to_vec1()).map_err(&be)?;
             for ((o, &p), &xv) in oc.iter_mut().zip(&pred).zip(xc) {
                 let p = p as f64;
-                let eps = match self.prediction {
-                    Prediction::Epsilon => p,
-                    Prediction::VPrediction => a * p + sigma * xv,
-                    Prediction::Sample => (xv - a * p) / sigma,
-                };
-                *o = -eps / sigma;
+                if !score {
+                    *o = p;
+                    continue;
+                }
+                *o = -self.prediction.to_epsilon(p, xv, a, sigma) / sigma;
             }
         }
         Ok(())

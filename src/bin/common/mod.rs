@@ -1,4 +1,4 @@
-//! What the three binaries share: the progress bar, the thread count and the one error style
+//! What the binaries share: the progress bar, the thread count and the one error style
 //! (`BINARY: error: MESSAGE: CAUSE`, exit status 1).
 
 #![allow(dead_code)] // each binary uses its own part
