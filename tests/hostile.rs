@@ -1,4 +1,4 @@
-//! Hostile input for all three binaries, built here from the shipped files: truncations at many offsets,
+//! Hostile input for all four binaries, built here from the shipped files: truncations at many offsets,
 //! bit flips and edits in headers and metadata, absurd shapes, NaN/Inf and overflowing tensors, absurd
 //! and non-finite flag values, outputs that alias inputs (also through a symlink). Every case must end
 //! with exit status 1 or 2 and one line on stderr (`BINARY: error: ...`) that names what is wrong, no
@@ -19,6 +19,7 @@ use wfrmix::rng::{self, Rng};
 const MIX: &str = env!("CARGO_BIN_EXE_mix-sample");
 const WFR: &str = env!("CARGO_BIN_EXE_wfr-sample");
 const TRAIN: &str = env!("CARGO_BIN_EXE_mix-train");
+const EVAL: &str = env!("CARGO_BIN_EXE_mix-eval");
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -434,6 +435,60 @@ fn hostile_files_flags_and_aliases_end_in_one_line_errors_and_change_nothing() {
         args.extend(["--target".to_string(), format!("gmm:{}", p(&bad))]);
         t.run(Case { label: format!("wfr-sample target {label}"), bin: WFR, args, inputs: vec![bad.clone()], outputs: wouts.clone(), must_fail: needle });
         std::fs::remove_file(&bad).unwrap();
+    }
+
+    // Diffusers checkpoint directories: truncated weights, bit flips in config.json; and mix-eval's flags.
+    let fixture = root().join("tests/fixtures/diffusers/ddpm_tiny");
+    let ck = dir.join("ck");
+    let copy = |to: &Path| {
+        std::fs::create_dir_all(to.join("scheduler")).unwrap();
+        for f in ["config.json", "diffusion_pytorch_model.safetensors", "scheduler/scheduler_config.json"] {
+            std::fs::copy(fixture.join(f), to.join(f)).unwrap();
+        }
+    };
+    copy(&ck);
+    let wbytes = std::fs::read(fixture.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let cbytes = std::fs::read(fixture.join("config.json")).unwrap();
+    for cut in [0, 7, 100, wbytes.len() / 2, wbytes.len() - 1] {
+        std::fs::write(ck.join("diffusion_pytorch_model.safetensors"), &wbytes[..cut]).unwrap();
+        let mut args = vec!["--models".to_string(), p(&ck)];
+        args.extend(out_args(&["--compose", "anneal", "--gamma", "1", "--particles", "4", "--steps", "2"]));
+        t.run(Case { label: format!("checkpoint weights truncated at {cut}"), bin: MIX, args, inputs: vec![], outputs: outs.clone(), must_fail: Some("diffusion_pytorch_model".into()) });
+    }
+    std::fs::write(ck.join("diffusion_pytorch_model.safetensors"), &wbytes).unwrap();
+    for i in 0..8 {
+        let mut b = cbytes.clone();
+        let pos = (rng::uniform(&mut r) * b.len() as f64) as usize % b.len();
+        b[pos] ^= 1 << i;
+        std::fs::write(ck.join("config.json"), &b).unwrap();
+        let mut args = vec!["--models".to_string(), p(&ck)];
+        args.extend(out_args(&["--compose", "anneal", "--gamma", "1", "--particles", "4", "--steps", "2"]));
+        t.run(Case { label: format!("checkpoint config.json bit {i} flipped at {pos}"), bin: MIX, args, inputs: vec![], outputs: outs.clone(), must_fail: None });
+    }
+    std::fs::write(ck.join("config.json"), &cbytes).unwrap();
+    let x_in = fixture.join("reference.safetensors");
+    let eout = dir.join("e.safetensors");
+    for (flags, needle) in [
+        (vec!["--t", "0"], "--t"),
+        (vec!["--t", "nan"], "--t"),
+        (vec!["--t", "2"], "--t"),
+        (vec!["--t=-0.5"], "--t"),
+        (vec!["--t", "0.5", "--class", "9"], "class"),
+        (vec!["--t", "0.5", "--threads", "0"], "threads"),
+    ] {
+        let mut args = s(&["--model", ck.to_str().unwrap(), "--input", x_in.to_str().unwrap(), "--out", eout.to_str().unwrap()]);
+        args.extend(s(&flags));
+        t.run(Case { label: format!("mix-eval {}", flags.join(" ")), bin: EVAL, args, inputs: vec![x_in.clone()], outputs: vec![eout.clone()], must_fail: Some(needle.into()) });
+    }
+    for (label, input, out, needle) in [
+        ("mix-eval --out = --input", x_in.clone(), x_in.clone(), "--out"),
+        ("mix-eval --input missing", dir.join("nope.safetensors"), eout.clone(), "nope.safetensors"),
+        ("mix-eval --out = a document", x_in.clone(), doc.clone(), "not replaced"),
+        ("mix-eval --input = a model without x", shipped("gmm2d_up.safetensors"), eout.clone(), "`x`"),
+    ] {
+        let args = s(&["--model", ck.to_str().unwrap(), "--input", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--t", "0.5"]);
+        let outputs = if out == eout { vec![eout.clone()] } else { vec![] };
+        t.run(Case { label: label.into(), bin: EVAL, args, inputs: vec![x_in.clone(), doc.clone()], outputs, must_fail: Some(needle.into()) });
     }
 
     // mix-train: broken recipes, flags and aliases.
