@@ -58,3 +58,34 @@ fn rooms_import_only_earlier_rooms() {
     }
     assert!(violations.is_empty(), "imports of later rooms:\n{}", violations.join("\n"));
 }
+
+/// A function fits on a screen: at most 80 lines, except `plot::glyph`, which is a font table.
+#[test]
+fn functions_are_at_most_80_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let mut long = Vec::new();
+    for f in all {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            let l = lines[i];
+            let t = l.trim_start();
+            let indent = &l[..l.len() - t.len()];
+            let is_fn = ["fn ", "pub fn ", "pub(crate) fn "].iter().any(|p| t.starts_with(p)) && l.trim_end().ends_with('{');
+            if is_fn {
+                let name: String = t.split("fn ").nth(1).unwrap_or("").chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                let close = format!("{indent}}}");
+                let end = (i + 1..lines.len()).find(|&j| lines[j] == close).unwrap_or(lines.len());
+                if end - i > 80 && name != "glyph" {
+                    long.push(format!("{}: {name} ({} lines)", f.strip_prefix(&src).unwrap().display(), end - i));
+                }
+                i = end;
+            }
+            i += 1;
+        }
+    }
+    assert!(long.is_empty(), "functions over 80 lines:\n{}", long.join("\n"));
+}

@@ -333,18 +333,7 @@ impl<'a> Sampler<'a> {
             if let Some(idx) = &ws.ancestors {
                 st.gather(&c, idx);
             }
-            let (mut move_accept, mut move_step) = (None, None);
-            if c.geo && cfg.moves.per_step() > 0 {
-                let mut acc = 0.0;
-                for _ in 0..cfg.moves.per_step() {
-                    let (a, eps) = self.mala_move(&c, &mut st, step + 1, s, move_scale, &mut rng)?;
-                    acc += a;
-                    move_step = Some(eps);
-                    // Robbins–Monro on log r toward the target acceptance, capped at R_MAX.
-                    move_scale = (move_scale * (a - cfg.moves.target_accept()).exp()).min(MoveConfig::R_MAX);
-                }
-                move_accept = Some(acc / cfg.moves.per_step() as f64);
-            }
+            let (move_accept, move_step) = self.moves(&c, &mut st, step + 1, s, &mut move_scale, &mut rng)?;
             for _ in 0..cfg.corrector_steps {
                 self.langevin_correct(&mut st.x, &st.drift, &mut st.z, c.chunk, &mut rng);
                 self.refresh(&c, &mut st, step + 1, s, &mut rng)?;
@@ -523,6 +512,24 @@ impl<'a> Sampler<'a> {
                 gamma_star(&st.rate, &k, &weights.normalized(), 1.0, 2.0 * c.c_sum.max(1.0))
             }
         }
+    }
+
+    /// This step's Metropolis moves (weighted geometric targets only), adapting the step scale `r` after
+    /// each: their mean acceptance and the last step ε, or `None`s when there are none.
+    fn moves(&self, c: &Consts, st: &mut State, step: usize, t: f64, r: &mut f64, rng: &mut Rng) -> Result<(Option<f64>, Option<f64>)> {
+        let per = self.config.moves.per_step();
+        if !c.geo || per == 0 {
+            return Ok((None, None));
+        }
+        let (mut acc, mut last) = (0.0, 0.0);
+        for _ in 0..per {
+            let (a, eps) = self.mala_move(c, st, step, t, *r, rng)?;
+            acc += a;
+            last = eps;
+            // Robbins–Monro on log r toward the target acceptance, capped at R_MAX.
+            *r = (*r * (a - self.config.moves.target_accept()).exp()).min(MoveConfig::R_MAX);
+        }
+        Ok((Some(acc / per as f64), Some(last)))
     }
 
     /// One Metropolis-adjusted Langevin move of every particle at fixed t on the geometric target, whose

@@ -347,16 +347,80 @@ struct DownBlock {
     pad_right: bool,
 }
 
+/// The heads' width of a block with `out` channels (`attention_head_dim`; null: one head).
+fn head_dim(c: &Unet2dConfig, out: usize) -> usize {
+    c.attention_head_dim.unwrap_or(out)
+}
+
+impl DownBlock {
+    /// Down block `i` (`DownBlock2D` or `AttnDownBlock2D`): from the previous level's channels to
+    /// `block_out_channels[i]`, with a strided conv unless it is the last level.
+    fn new(c: &Unet2dConfig, i: usize, temb: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let ch = &c.block_out_channels;
+        let (cin, cout) = (if i == 0 { ch[0] } else { ch[i - 1] }, ch[i]);
+        let mut resnets = Vec::new();
+        let mut attns = Vec::new();
+        for j in 0..c.layers_per_block {
+            resnets.push(Resnet::new(if j == 0 { cin } else { cout }, cout, temb, c, 1.0, vb.pp(format!("resnets.{j}")))?);
+            if c.down_block_types[i] == "AttnDownBlock2D" {
+                attns.push(Attn::new(cout, head_dim(c, cout), Some(c.norm_num_groups), c.norm_eps, 1.0, vb.pp(format!("attentions.{j}")))?);
+            }
+        }
+        let down = if i + 1 < ch.len() { Some(conv(cout, cout, 3, c.downsample_padding, 2, vb.pp("downsamplers.0.conv"))?) } else { None };
+        Ok(DownBlock { resnets, attns, down, pad_right: c.downsample_padding == 0 })
+    }
+}
+
 struct UpBlock {
     resnets: Vec<Resnet>,
     attns: Vec<Attn>,
     up: Option<Conv2d>,
 }
 
+impl UpBlock {
+    /// Up block `i` (`UpBlock2D` or `AttnUpBlock2D`), with diffusers' channel bookkeeping: its
+    /// layers_per_block + 1 resnets take the previous block's output (first) or their own, concatenated
+    /// with a skip of the matching down level (the last one: the next level down's).
+    fn new(c: &Unet2dConfig, i: usize, temb: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let rev: Vec<usize> = c.block_out_channels.iter().rev().copied().collect();
+        let n = rev.len();
+        let (prev, cout, cin) = (if i == 0 { rev[0] } else { rev[i - 1] }, rev[i], rev[(i + 1).min(n - 1)]);
+        let layers = c.layers_per_block + 1;
+        let mut resnets = Vec::new();
+        let mut attns = Vec::new();
+        for j in 0..layers {
+            let skip = if j == layers - 1 { cin } else { cout };
+            let rin = if j == 0 { prev } else { cout };
+            resnets.push(Resnet::new(rin + skip, cout, temb, c, 1.0, vb.pp(format!("resnets.{j}")))?);
+            if c.up_block_types[i] == "AttnUpBlock2D" {
+                attns.push(Attn::new(cout, head_dim(c, cout), Some(c.norm_num_groups), c.norm_eps, 1.0, vb.pp(format!("attentions.{j}")))?);
+            }
+        }
+        let up = if i + 1 < n { Some(conv(cout, cout, 3, 1, 1, vb.pp("upsamplers.0.conv"))?) } else { None };
+        Ok(UpBlock { resnets, attns, up })
+    }
+}
+
 struct MidBlock {
     first: Resnet,
     attn: Option<Attn>,
     second: Resnet,
+}
+
+impl MidBlock {
+    /// `UNetMidBlock2D`: resnet, attention (unless `add_attention` is false), resnet, all scaled by
+    /// `mid_block_scale_factor`; its attention's group norm is `attn_norm_num_groups`, else the resnets'
+    /// groups with the default time shift and none with scale_shift (as diffusers builds it).
+    fn new(c: &Unet2dConfig, temb: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let last = *c.block_out_channels.last().expect("checked non-empty");
+        let groups = c.attn_norm_num_groups.or((c.resnet_time_scale_shift == "default").then_some(c.norm_num_groups));
+        let s = c.mid_block_scale_factor;
+        Ok(MidBlock {
+            first: Resnet::new(last, last, temb, c, s, vb.pp("resnets.0"))?,
+            attn: if c.add_attention { Some(Attn::new(last, head_dim(c, last), groups, c.norm_eps, s, vb.pp("attentions.0"))?) } else { None },
+            second: Resnet::new(last, last, temb, c, s, vb.pp("resnets.1"))?,
+        })
+    }
 }
 
 /// The time embedding's input features.
@@ -431,61 +495,12 @@ impl Unet2d {
         } else {
             (TimeProj::Positional { dim: ch[0], flip: c.flip_sin_to_cos, shift: c.freq_shift }, ch[0])
         };
-        let head = |out: usize| c.attention_head_dim.unwrap_or(out);
-        let mut downs = Vec::with_capacity(n);
-        let mut out_ch = ch[0];
-        for (i, kind) in c.down_block_types.iter().enumerate() {
-            let (cin, cout) = (out_ch, ch[i]);
-            out_ch = cout;
-            let vb = vb.pp(format!("down_blocks.{i}"));
-            let mut resnets = Vec::new();
-            let mut attns = Vec::new();
-            for j in 0..c.layers_per_block {
-                resnets.push(Resnet::new(if j == 0 { cin } else { cout }, cout, temb, c, 1.0, vb.pp(format!("resnets.{j}")))?);
-                if kind == "AttnDownBlock2D" {
-                    attns.push(Attn::new(cout, head(cout), Some(c.norm_num_groups), c.norm_eps, 1.0, vb.pp(format!("attentions.{j}")))?);
-                }
-            }
-            let down = if i + 1 < n { Some(conv(cout, cout, 3, c.downsample_padding, 2, vb.pp("downsamplers.0.conv"))?) } else { None };
-            downs.push(DownBlock { resnets, attns, down, pad_right: c.downsample_padding == 0 });
-        }
+        let downs = (0..n).map(|i| DownBlock::new(c, i, temb, vb.pp(format!("down_blocks.{i}")))).collect::<candle_core::Result<Vec<_>>>()?;
         let mid = match &c.mid_block_type {
             None => None,
-            Some(_) => {
-                let last = ch[n - 1];
-                let vb = vb.pp("mid_block");
-                let groups = c.attn_norm_num_groups.or((c.resnet_time_scale_shift == "default").then_some(c.norm_num_groups));
-                let s = c.mid_block_scale_factor;
-                Some(MidBlock {
-                    first: Resnet::new(last, last, temb, c, s, vb.pp("resnets.0"))?,
-                    attn: if c.add_attention { Some(Attn::new(last, head(last), groups, c.norm_eps, s, vb.pp("attentions.0"))?) } else { None },
-                    second: Resnet::new(last, last, temb, c, s, vb.pp("resnets.1"))?,
-                })
-            }
+            Some(_) => Some(MidBlock::new(c, temb, vb.pp("mid_block"))?),
         };
-        let rev: Vec<usize> = ch.iter().rev().copied().collect();
-        let mut ups = Vec::with_capacity(n);
-        let mut out_ch = rev[0];
-        for (i, kind) in c.up_block_types.iter().enumerate() {
-            let prev = out_ch;
-            let cout = rev[i];
-            out_ch = cout;
-            let cin = rev[(i + 1).min(n - 1)];
-            let vb = vb.pp(format!("up_blocks.{i}"));
-            let layers = c.layers_per_block + 1;
-            let mut resnets = Vec::new();
-            let mut attns = Vec::new();
-            for j in 0..layers {
-                let skip = if j == layers - 1 { cin } else { cout };
-                let rin = if j == 0 { prev } else { cout };
-                resnets.push(Resnet::new(rin + skip, cout, temb, c, 1.0, vb.pp(format!("resnets.{j}")))?);
-                if kind == "AttnUpBlock2D" {
-                    attns.push(Attn::new(cout, head(cout), Some(c.norm_num_groups), c.norm_eps, 1.0, vb.pp(format!("attentions.{j}")))?);
-                }
-            }
-            let up = if i + 1 < n { Some(conv(cout, cout, 3, 1, 1, vb.pp("upsamplers.0.conv"))?) } else { None };
-            ups.push(UpBlock { resnets, attns, up });
-        }
+        let ups = (0..n).map(|i| UpBlock::new(c, i, temb, vb.pp(format!("up_blocks.{i}")))).collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Unet2d {
             conv_in: conv(c.in_channels, ch[0], 3, 1, 1, vb.pp("conv_in"))?,
             time,

@@ -48,15 +48,7 @@ pub fn train_classifier(recipe: &ClassifierRecipe, dir: &Path, mut progress: imp
     let test = load_fashion_mnist(dir, Split::Test, None)?;
     let device = Device::Cpu;
     let mut rng: Rng = rng::seeded(recipe.seed);
-    let mut vars = Vec::new();
-    for (o, inp) in shapes(&recipe.arch) {
-        let b = 1.0 / (inp as f64).sqrt();
-        for len in [o * inp, o] {
-            let v: Vec<f32> = (0..len).map(|_| ((2.0 * rng::uniform(&mut rng) - 1.0) * b) as f32).collect();
-            let shape = if len == o { vec![o] } else { vec![o, inp] };
-            vars.push(Var::from_tensor(&Tensor::from_vec(v, shape, &device).map_err(backend("classifier init"))?).map_err(backend("classifier init"))?);
-        }
-    }
+    let vars = init_vars(&recipe.arch, &mut rng, &device)?;
     let params = candle_nn::ParamsAdamW { lr: recipe.lr, weight_decay: recipe.weight_decay, ..Default::default() };
     let mut opt = candle_nn::AdamW::new(vars.clone(), params).map_err(backend("classifier optimiser"))?;
     let n = train.len();
@@ -102,6 +94,27 @@ pub fn train_classifier(recipe: &ClassifierRecipe, dir: &Path, mut progress: imp
     let params: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
     let clf = Classifier { cfg: recipe.arch.clone(), params, device, test_accuracy: None };
     let acc = clf.accuracy(&test)?;
+    save_classifier(recipe, &clf, acc)?;
+    Ok(acc)
+}
+
+/// Initial weights and biases U(±1/√fan_in), drawn from our seeded stream in layer order.
+fn init_vars(arch: &ClassifierConfig, rng: &mut Rng, device: &Device) -> Result<Vec<Var>> {
+    let mut vars = Vec::new();
+    for (o, inp) in shapes(arch) {
+        let b = 1.0 / (inp as f64).sqrt();
+        for len in [o * inp, o] {
+            let v: Vec<f32> = (0..len).map(|_| ((2.0 * rng::uniform(rng) - 1.0) * b) as f32).collect();
+            let shape = if len == o { vec![o] } else { vec![o, inp] };
+            vars.push(Var::from_tensor(&Tensor::from_vec(v, shape, device).map_err(backend("classifier init"))?).map_err(backend("classifier init"))?);
+        }
+    }
+    Ok(vars)
+}
+
+/// Write the trained classifier to the recipe's `out` with its metadata (recipe, test accuracy `acc`),
+/// atomically; never a non-finite one.
+fn save_classifier(recipe: &ClassifierRecipe, clf: &Classifier, acc: f64) -> Result<()> {
     let mut meta = HashMap::new();
     meta.insert("kind".to_string(), KIND.to_string());
     meta.insert("arch".to_string(), serde_json::to_string(&recipe.arch).expect("plain struct"));
@@ -120,6 +133,5 @@ pub fn train_classifier(recipe: &ClassifierRecipe, dir: &Path, mut progress: imp
         .map_err(backend("reading the classifier"))?;
     let tensors: Vec<F32Tensor<'_>> = vals.iter().map(|(n, s, v)| F32Tensor { name: n, shape: s.clone(), data: v }).collect();
     crate::io::check_finite_tensors(&recipe.out, &tensors)?;
-    write_safetensors(&recipe.out, &tensors, &meta)?;
-    Ok(acc)
+    write_safetensors(&recipe.out, &tensors, &meta)
 }

@@ -177,30 +177,7 @@ impl AnnealSampler {
                 let r2: f64 = x[i * d..(i + 1) * d].iter().map(|v| v * v).sum();
                 *o = ut[i] - 0.5 * r2 * inv_var0;
             });
-            // Conditional ESS fraction of the increment −δ·du under the current weights.
-            let logw: Vec<f64> = {
-                let lw = pw.log_weights();
-                let l = log_sum_exp(lw);
-                lw.iter().map(|a| a - l).collect()
-            };
-            let cess = |delta: f64| -> f64 {
-                let a: Vec<f64> = (0..n).map(|i| logw[i] - delta * du[i]).collect();
-                let b: Vec<f64> = (0..n).map(|i| logw[i] - 2.0 * delta * du[i]).collect();
-                (2.0 * log_sum_exp(&a) - log_sum_exp(&b)).exp()
-            };
-            let mut delta = 1.0 - beta;
-            if cess(delta) < cfg.cess_target {
-                let (mut lo, mut hi) = (0.0, delta);
-                for _ in 0..60 {
-                    let mid = 0.5 * (lo + hi);
-                    if cess(mid) >= cfg.cess_target {
-                        lo = mid;
-                    } else {
-                        hi = mid;
-                    }
-                }
-                delta = lo.max(1e-12 * (1.0 - beta)).max(f64::MIN_POSITIVE);
-            }
+            let delta = next_delta(&pw, &du, 1.0 - beta, cfg.cess_target);
             let new_beta = if delta >= 1.0 - beta { 1.0 } else { beta + delta };
             let inc: Vec<f64> = du.iter().map(|v| -(new_beta - beta) * v).collect();
             let ws = pw.step(&inc, &cfg.resample, level as f64, rng);
@@ -208,18 +185,7 @@ impl AnnealSampler {
                 x = gather_rows(&x, d, idx);
             }
             beta = new_beta;
-            // Moves targeting π_β.
-            let temp = Tempered { target, beta, inv_var0 };
-            let mut acc_sum = 0.0;
-            if cfg.moves > 0 {
-                let mut u = vec![0.0; n];
-                let mut g = vec![0.0; n * d];
-                eval(&temp, &x, &mut u, &mut g, level, beta)?;
-                for _ in 0..cfg.moves {
-                    acc_sum += langevin_step(&temp, &mut x, &mut u, &mut g, step, cfg.transport == Transport::Mala, rng, level, beta)?;
-                }
-            }
-            let acceptance = if cfg.moves > 0 { acc_sum / cfg.moves as f64 } else { 0.0 };
+            let acceptance = self.move_particles(&Tempered { target, beta, inv_var0 }, &mut x, step, level, beta, rng)?;
             let info = LevelInfo {
                 level,
                 beta,
@@ -246,5 +212,55 @@ impl AnnealSampler {
         }
         Ok(AnnealRun { x, dim: d, weights: pw, log_z, levels })
     }
+
+    /// The level's Langevin moves targeting π_β (MALA or ULA, `cfg.moves` of them at step `step`); their
+    /// mean acceptance (0 without moves).
+    #[allow(clippy::too_many_arguments)]
+    fn move_particles(&self, temp: &Tempered<'_>, x: &mut Vec<f64>, step: f64, level: usize, beta: f64, rng: &mut Rng) -> Result<f64> {
+        let cfg = &self.cfg;
+        if cfg.moves == 0 {
+            return Ok(0.0);
+        }
+        let d = temp.target.dim();
+        let n = x.len() / d;
+        let mut u = vec![0.0; n];
+        let mut g = vec![0.0; n * d];
+        eval(temp, x, &mut u, &mut g, level, beta)?;
+        let mut acc_sum = 0.0;
+        for _ in 0..cfg.moves {
+            acc_sum += langevin_step(temp, x, &mut u, &mut g, step, cfg.transport == Transport::Mala, rng, level, beta)?;
+        }
+        Ok(acc_sum / cfg.moves as f64)
+    }
+}
+
+/// The next inverse-temperature increment δ ≤ `room`: the largest whose conditional ESS fraction of the
+/// increment −δ·du under the current weights stays ≥ `target` (bisection, 60 halvings), or all of `room`.
+fn next_delta(pw: &ParticleWeights, du: &[f64], room: f64, target: f64) -> f64 {
+    let n = du.len();
+    let logw: Vec<f64> = {
+        let lw = pw.log_weights();
+        let l = log_sum_exp(lw);
+        lw.iter().map(|a| a - l).collect()
+    };
+    let cess = |delta: f64| -> f64 {
+        let a: Vec<f64> = (0..n).map(|i| logw[i] - delta * du[i]).collect();
+        let b: Vec<f64> = (0..n).map(|i| logw[i] - 2.0 * delta * du[i]).collect();
+        (2.0 * log_sum_exp(&a) - log_sum_exp(&b)).exp()
+    };
+    let mut delta = room;
+    if cess(delta) < target {
+        let (mut lo, mut hi) = (0.0, delta);
+        for _ in 0..60 {
+            let mid = 0.5 * (lo + hi);
+            if cess(mid) >= target {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        delta = lo.max(1e-12 * room).max(f64::MIN_POSITIVE);
+    }
+    delta
 }
 

@@ -231,73 +231,101 @@ pub fn log_kde_binned(x: &[f64], d: usize, w: &[f64], h: f64, cells_per_h: f64, 
             format!("the particles spread over more than {MAX_GRID_CELLS} cells of h/{cells_per_h}; use a larger bandwidth or the exact KDE"),
         ));
     }
-    // Cell coordinates of each particle.
-    let pos = |i: usize, c: usize| -> (usize, f64) {
-        let t = (x[i * d + c] - axes[c].origin) / delta;
-        let k = t.floor();
-        (k as usize, t - k)
-    };
+    let grid = Grid { axes, delta, radius, taps };
     if d == 1 {
-        let g = axes[0].cells;
-        let mut grid = vec![0.0; g];
-        for i in 0..n {
-            let (k, f) = pos(i, 0);
-            grid[k] += w[i] * (1.0 - f);
-            grid[k + 1] += w[i] * f;
-        }
-        let mut dens = vec![0.0; g];
-        dens.par_chunks_mut(4096).enumerate().for_each(|(b, chunk)| {
-            let start = b * 4096;
-            for (o, v) in chunk.iter_mut().enumerate() {
-                let k = start + o;
-                let lo = k.saturating_sub(radius);
-                let hi = (k + radius).min(g - 1);
-                let mut s = 0.0;
-                for (j, gv) in grid.iter().enumerate().take(hi + 1).skip(lo) {
-                    s += gv * taps[j + radius - k];
-                }
-                *v = s;
-            }
-        });
-        out.par_iter_mut().enumerate().for_each(|(i, o)| {
-            let (k, f) = pos(i, 0);
-            let v = dens[k] * (1.0 - f) + dens[k + 1] * f;
-            *o = v.max(1e-300).ln();
-        });
+        binned_1d(x, w, &grid, out);
     } else {
-        let (gx, gy) = (axes[0].cells, axes[1].cells);
-        let mut grid = vec![0.0; gx * gy]; // row-major [gy][gx]
-        for i in 0..n {
-            let (kx, fx) = pos(i, 0);
-            let (ky, fy) = pos(i, 1);
-            grid[ky * gx + kx] += w[i] * (1.0 - fx) * (1.0 - fy);
-            grid[ky * gx + kx + 1] += w[i] * fx * (1.0 - fy);
-            grid[(ky + 1) * gx + kx] += w[i] * (1.0 - fx) * fy;
-            grid[(ky + 1) * gx + kx + 1] += w[i] * fx * fy;
-        }
-        // Convolve along x (rows), then along y (columns, via a transpose).
-        let mut tmp = vec![0.0; gx * gy];
-        tmp.par_chunks_mut(gx).zip(grid.par_chunks(gx)).for_each(|(dst, src)| convolve_line(src, &taps, radius, dst));
-        let mut tr = vec![0.0; gx * gy]; // [gx][gy]
-        for ky in 0..gy {
-            for kx in 0..gx {
-                tr[kx * gy + ky] = tmp[ky * gx + kx];
-            }
-        }
-        let mut dens = vec![0.0; gx * gy]; // [gx][gy]
-        dens.par_chunks_mut(gy).zip(tr.par_chunks(gy)).for_each(|(dst, src)| convolve_line(src, &taps, radius, dst));
-        out.par_iter_mut().enumerate().for_each(|(i, o)| {
-            let (kx, fx) = pos(i, 0);
-            let (ky, fy) = pos(i, 1);
-            let at = |a: usize, b: usize| dens[a * gy + b];
-            let v = at(kx, ky) * (1.0 - fx) * (1.0 - fy)
-                + at(kx + 1, ky) * fx * (1.0 - fy)
-                + at(kx, ky + 1) * (1.0 - fx) * fy
-                + at(kx + 1, ky + 1) * fx * fy;
-            *o = v.max(1e-300).ln();
-        });
+        binned_2d(x, w, &grid, out);
     }
     Ok(())
+}
+
+/// The binned KDE's grid: per-axis origin and cell count, the cell width, the kernel's radius in cells
+/// and its taps.
+struct Grid {
+    axes: Vec<Axis>,
+    delta: f64,
+    radius: usize,
+    taps: Vec<f64>,
+}
+
+impl Grid {
+    /// Cell index and fractional offset of particle i's coordinate c (x is n × d).
+    fn pos(&self, x: &[f64], d: usize, i: usize, c: usize) -> (usize, f64) {
+        let t = (x[i * d + c] - self.axes[c].origin) / self.delta;
+        let k = t.floor();
+        (k as usize, t - k)
+    }
+}
+
+/// d = 1: linear binning, the convolution with the kernel's taps, and linear interpolation back.
+fn binned_1d(x: &[f64], w: &[f64], gr: &Grid, out: &mut [f64]) {
+    let (n, radius, taps) = (w.len(), gr.radius, &gr.taps);
+    let pos = |i: usize, c: usize| gr.pos(x, 1, i, c);
+    let g = gr.axes[0].cells;
+    let mut grid = vec![0.0; g];
+    for i in 0..n {
+        let (k, f) = pos(i, 0);
+        grid[k] += w[i] * (1.0 - f);
+        grid[k + 1] += w[i] * f;
+    }
+    let mut dens = vec![0.0; g];
+    dens.par_chunks_mut(4096).enumerate().for_each(|(b, chunk)| {
+        let start = b * 4096;
+        for (o, v) in chunk.iter_mut().enumerate() {
+            let k = start + o;
+            let lo = k.saturating_sub(radius);
+            let hi = (k + radius).min(g - 1);
+            let mut s = 0.0;
+            for (j, gv) in grid.iter().enumerate().take(hi + 1).skip(lo) {
+                s += gv * taps[j + radius - k];
+            }
+            *v = s;
+        }
+    });
+    out.par_iter_mut().enumerate().for_each(|(i, o)| {
+        let (k, f) = pos(i, 0);
+        let v = dens[k] * (1.0 - f) + dens[k + 1] * f;
+        *o = v.max(1e-300).ln();
+    });
+}
+
+/// d = 2: bilinear binning, the separable convolution (rows, then columns through a transpose), and
+/// bilinear interpolation back.
+fn binned_2d(x: &[f64], w: &[f64], gr: &Grid, out: &mut [f64]) {
+    let (n, radius, taps) = (w.len(), gr.radius, &gr.taps);
+    let pos = |i: usize, c: usize| gr.pos(x, 2, i, c);
+    let (gx, gy) = (gr.axes[0].cells, gr.axes[1].cells);
+    let mut grid = vec![0.0; gx * gy]; // row-major [gy][gx]
+    for i in 0..n {
+        let (kx, fx) = pos(i, 0);
+        let (ky, fy) = pos(i, 1);
+        grid[ky * gx + kx] += w[i] * (1.0 - fx) * (1.0 - fy);
+        grid[ky * gx + kx + 1] += w[i] * fx * (1.0 - fy);
+        grid[(ky + 1) * gx + kx] += w[i] * (1.0 - fx) * fy;
+        grid[(ky + 1) * gx + kx + 1] += w[i] * fx * fy;
+    }
+    // Convolve along x (rows), then along y (columns, via a transpose).
+    let mut tmp = vec![0.0; gx * gy];
+    tmp.par_chunks_mut(gx).zip(grid.par_chunks(gx)).for_each(|(dst, src)| convolve_line(src, &taps, radius, dst));
+    let mut tr = vec![0.0; gx * gy]; // [gx][gy]
+    for ky in 0..gy {
+        for kx in 0..gx {
+            tr[kx * gy + ky] = tmp[ky * gx + kx];
+        }
+    }
+    let mut dens = vec![0.0; gx * gy]; // [gx][gy]
+    dens.par_chunks_mut(gy).zip(tr.par_chunks(gy)).for_each(|(dst, src)| convolve_line(src, &taps, radius, dst));
+    out.par_iter_mut().enumerate().for_each(|(i, o)| {
+        let (kx, fx) = pos(i, 0);
+        let (ky, fy) = pos(i, 1);
+        let at = |a: usize, b: usize| dens[a * gy + b];
+        let v = at(kx, ky) * (1.0 - fx) * (1.0 - fy)
+            + at(kx + 1, ky) * fx * (1.0 - fy)
+            + at(kx, ky + 1) * (1.0 - fx) * fy
+            + at(kx + 1, ky + 1) * fx * fy;
+        *o = v.max(1e-300).ln();
+    });
 }
 
 
