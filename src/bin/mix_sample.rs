@@ -23,15 +23,16 @@ const DEFAULTS: SamplerConfig = SamplerConfig::DEFAULT;
 #[derive(Parser, Debug)]
 #[command(name = "mix-sample", version, about, long_about = None)]
 struct Args {
-    /// Model files (.safetensors with a `kind` in their header metadata), or Hugging Face references
-    /// `hf:ORG/NAME/FILE[@REVISION]` resolved from the local hub cache (HF_HUB_CACHE, HF_HOME; never downloaded).
+    /// Models: .safetensors files with a `kind` in their header metadata, diffusers UNet2DModel checkpoint
+    /// directories, or Hugging Face references hf:ORG/NAME/FILE[@REVISION] (a file) and hf:ORG/NAME[@REVISION]
+    /// (a checkpoint snapshot) resolved from the local hub cache (HF_HUB_CACHE, HF_HOME; never downloaded).
     #[arg(long, num_args = 1.., required = true, value_name = "FILE")]
     models: Vec<PathBuf>,
-    /// How to compose: mixture | power | geometric | product | anneal.
-    #[arg(long, default_value = "mixture")]
+    /// How to compose.
+    #[arg(long, value_enum, default_value_t = ComposeKind::Mixture)]
     compose: ComposeKind,
-    /// Mixture sampling method: state (exact, tracked log-densities) | fr (Fisher-Rao correction weights) | naive (biased ablation).
-    #[arg(long, default_value = "state")]
+    /// Mixture sampling method.
+    #[arg(long, value_enum, default_value_t = MixtureMethod::State)]
     method: MixtureMethod,
     /// The second model's share for two models: weights or exponents (1 - beta, beta) [default: 0.5].
     #[arg(long, allow_negative_numbers = true)]
@@ -60,8 +61,8 @@ struct Args {
     /// Time grid: edm (default, rho = 7), edm:RHO, logsnr or uniform.
     #[arg(long, default_value = "edm")]
     grid: TimeGrid,
-    /// Step rule: ancestral (exact-mean VP step) or euler (plain Euler-Maruyama, for comparison).
-    #[arg(long, default_value = "ancestral")]
+    /// Step rule.
+    #[arg(long, value_enum, default_value_t = Integrator::Ancestral)]
     integrator: Integrator,
     /// Langevin corrector steps per step (geometric, product, anneal): lower weight variance, small log Z bias.
     #[arg(long, default_value_t = DEFAULTS.corrector_steps)]
@@ -89,8 +90,8 @@ struct Args {
     /// Seed of the run's random stream.
     #[arg(long, default_value_t = DEFAULTS.seed)]
     seed: u64,
-    /// Resampling scheme: systematic | stratified | multinomial | residual.
-    #[arg(long, default_value = "systematic")]
+    /// Resampling scheme.
+    #[arg(long, value_enum, default_value_t = Resampler::Systematic)]
     resampler: Resampler,
     /// Resample when ESS < threshold * N (0 = never, 1 = every step).
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
@@ -104,8 +105,8 @@ struct Args {
     /// Hutchinson probes per step.
     #[arg(long, default_value_t = 1)]
     probes: usize,
-    /// Hutchinson probe distribution: rademacher | gaussian.
-    #[arg(long, default_value = "rademacher")]
+    /// Hutchinson probe distribution.
+    #[arg(long, value_enum, default_value_t = Probe::Rademacher)]
     probe: Probe,
     /// Central-difference step for --divergence fd.
     #[arg(long, default_value_t = 1e-2)]

@@ -75,9 +75,9 @@ struct Args {
     /// Resample when ESS < this fraction of N (0: never, 1: every step).
     #[arg(long, default_value_t = 0.5)]
     ess_threshold: f64,
-    /// Resampling scheme: systematic, stratified, multinomial, residual.
-    #[arg(long, default_value = "systematic")]
-    resampler: String,
+    /// Resampling scheme.
+    #[arg(long, value_enum, default_value_t = Resampler::Systematic)]
+    resampler: Resampler,
     /// Annealing: standard deviation of the Gaussian start.
     #[arg(long, default_value_t = 2.0)]
     sigma0: f64,
@@ -153,7 +153,7 @@ fn run(args: Args) -> Result<()> {
         lambda: args.lambda,
         kde: Kde { bandwidth: parse_bandwidth(&args.bandwidth)?, method, ..Kde::default() },
         init: parse_init(&args.init)?,
-        resample: ResamplePolicy::new(args.resampler.parse::<Resampler>()?, args.ess_threshold, None)?,
+        resample: ResamplePolicy::new(args.resampler, args.ess_threshold, None)?,
         sigma0: args.sigma0,
         cess: args.cess,
         moves: args.moves,

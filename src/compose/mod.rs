@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 
 /// How a linear mixture is sampled (§4b).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum MixtureMethod {
     /// Drift Σ w_i s_i with state-dependent weights from tracked log-densities: exact, no FK weights.
@@ -288,12 +289,18 @@ impl Composition {
 
 /// The families a user picks by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum ComposeKind {
+    /// Linear mixture Σ π_i q_i (weights from --beta or --weights; method from --method).
     Mixture,
+    /// Power mean (Σ a_i q_i^{1/m})^m (m = 1: the mixture; m → ∞: the maximum).
     Power,
+    /// Geometric mixture Π q_i^{c_i} (exponents from --beta or --weights).
     Geometric,
+    /// Product Π q_i (every exponent 1).
     Product,
+    /// One model to the power --gamma (q^γ: sharper for γ > 1).
     Anneal,
 }
 

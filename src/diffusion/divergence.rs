@@ -11,6 +11,7 @@ use crate::rng::{self, Rng};
 
 /// Probe distribution for Hutchinson's estimator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Probe {
     /// ±1 entries: variance 2 Σ_{i≠j} J_ij² per probe (the lowest).

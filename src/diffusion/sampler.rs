@@ -30,6 +30,7 @@ use crate::schedule::{TimeGrid, VpSchedule};
 
 /// How one reverse step is taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Integrator {
     /// x' = (x + κ v ŝ)/a + η √v/a z with a = α_t/α_s, v = 1 − a² (exact mean for η = 1).
@@ -37,6 +38,7 @@ pub enum Integrator {
     Ancestral,
     /// Plain Euler–Maruyama: x' = x + h(½β x + κ β ŝ) + η √(β h) z, weights and ℓ with β(t)h
     /// (an ablation: O(h) bias near t = 0).
+    #[cfg_attr(feature = "cli", value(name = "euler", alias = "euler-maruyama", alias = "em"))]
     EulerMaruyama,
 }
 

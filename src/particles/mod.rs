@@ -66,6 +66,7 @@ pub fn gather_rows<T: Copy>(data: &[T], row: usize, idx: &[usize]) -> Vec<T> {
 
 /// A resampling scheme. All four are unbiased: particle i gets N·W_i copies in expectation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Resampler {
     /// One uniform, N evenly spaced points: lowest variance in practice, O(N).
