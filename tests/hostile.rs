@@ -516,6 +516,8 @@ fn hostile_files_flags_and_aliases_end_in_one_line_errors_and_change_nothing() {
     for (key, val, needle) in [
         ("steps", json!(0), "steps"),
         ("batch", json!(0), "batch"),
+        ("batch", json!(1u64 << 40), "batch"),
+        ("arch", json!({"width": 1 << 20, "depth": 3, "time_freqs": 16, "max_freq": 200.0}), "width"),
         ("lr", json!(-1.0), "lr"),
         ("lr", json!(f64::MAX), "lr"),
         ("t_min", json!(2.0), "t_min"),

@@ -25,6 +25,9 @@ use crate::nets::{CandleMlp, MlpConfig, NetInfo, ScoreMlp};
 use crate::rng::{self, Rng};
 use crate::io::tensors::TensorFile;
 
+/// Largest training batch (memory is batch × (d + width) values per layer).
+pub const MAX_BATCH: usize = 1 << 16;
+
 fn default_warmup() -> usize {
     200
 }
@@ -103,6 +106,7 @@ impl Recipe {
         if self.batch == 0 {
             return Err(Error::param("batch", self.batch, "must be ≥ 1"));
         }
+        crate::limits::at_most("batch", self.batch, MAX_BATCH)?;
         let lr_ok = |v: f64| v.is_finite() && v > 0.0;
         if !lr_ok(self.lr) || !self.lr_final.is_none_or(lr_ok) {
             return Err(Error::param("lr / lr_final", format!("{} / {:?}", self.lr, self.lr_final), "must be finite and > 0"));

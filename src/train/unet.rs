@@ -72,6 +72,7 @@ impl UnetRecipe {
         if self.kind != crate::nets::unet::KIND {
             return Err(Error::param("kind", &self.kind, format!("expected `{}`", crate::nets::unet::KIND)));
         }
+        crate::limits::at_most("batch", self.batch, super::mlp::MAX_BATCH)?;
         if self.batch == 0 || !(self.lr > 0.0 && self.lr.is_finite()) || !(self.t_min > 0.0 && self.t_min < 1.0) || !(0.0..=1.0).contains(&self.t_log_fraction) {
             return Err(Error::param("recipe", "batch/lr/t_min/t_log_fraction", "batch ≥ 1, lr > 0, t_min in (0, 1), t_log_fraction in [0, 1]"));
         }
