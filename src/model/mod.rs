@@ -1,8 +1,10 @@
 //! Score models: the [`ScoreModel`] trait every expert implements, the check that models can be composed,
-//! the batch helpers that split a batch across threads, and the exact Gaussian-mixture expert ([`gmm`]).
+//! the batch helpers that split a batch across threads, the exact Gaussian-mixture expert ([`gmm`]) and a
+//! wrapper that gives any model a score error of controlled kind and size ([`perturbed`]).
 //! Neural networks implement the trait in [`crate::nets`]; [`crate::registry`] opens any model file.
 
 pub mod gmm;
+pub mod perturbed;
 
 use crate::error::{Error, Result};
 use crate::schedule::VpSchedule;
