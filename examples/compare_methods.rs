@@ -10,7 +10,10 @@
 //! cargo run --release --example compare_methods
 
 use wfrmix::report::metrics::sliced_w1;
-use wfrmix::{rng, Composition, DriftGamma, GaussianMixture, Integrator, MixtureMethod, MoveConfig, Sampler, SamplerConfig, TimeGrid, VpSchedule};
+use wfrmix::{rng, Composition, DriftGamma, GaussianMixture, Integrator, MixtureMethod, MoveConfig, Sampler, SamplerConfig, TimeGrid};
+
+#[path = "shared/experts.rs"]
+mod experts;
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
     let m = v.iter().sum::<f64>() / v.len() as f64;
@@ -47,13 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Product of 6-D experts sharing the mode m2.
     let d = 6;
-    let s = VpSchedule::default();
-    let m1: Vec<f64> = (0..d).map(|j| if j % 2 == 0 { 2.0 } else { 0.0 }).collect();
-    let m2: Vec<f64> = (0..d).map(|j| if j % 3 == 0 { -1.0 } else { 0.5 }).collect();
-    let m3: Vec<f64> = (0..d).map(|j| if j < 3 { -2.0 } else { 1.0 }).collect();
-    let sd: Vec<f64> = (0..2 * d).map(|i| 0.5 + 0.08 * (i % 4) as f64).collect();
-    let a = GaussianMixture::new([m1, m2.clone()].concat(), sd.clone(), vec![1.0, 2.0], d, s.clone())?;
-    let b = GaussianMixture::new([m2, m3].concat(), sd.iter().map(|v| v * 1.2).collect(), vec![1.5, 1.0], d, s.clone())?;
+    let (a, b) = experts::shared_mode();
     let (prod, log_z) = a.product(&b)?;
     let (tm, tv) = prod.mean_and_variance();
     println!("## Product of two 6-D experts sharing a mode, N = {n}, {steps} steps, {} seeds (log Z truth {log_z:.3})\n", seeds + 2);

@@ -2,31 +2,17 @@
 //! component masses of the closed-form product against the sampler's, for the plain drift (γ = 1, no
 //! moves), the variance-minimising drift γ* alone, and γ* with Metropolis-adjusted moves (the default).
 //!
-//! Experts: A and B are 3-component diagonal Gaussian mixtures whose means differ along the first
-//! coordinate only (A at −2, 0, 2; B at −1, 1, 3), with per-coordinate stds 0.6–0.8 (A) and 0.7–0.9 (B)
-//! in every coordinate; their product has 9 components whose masses do not depend on d much, while the
-//! variance mismatch of every coordinate adds weight noise ∝ √d.
+//! Experts: `shared/experts.rs::high_dim` (two 3-component diagonal mixtures whose product has 9
+//! components; every coordinate's variance mismatch adds weight noise ∝ √d).
 //!
 //! cargo run --release --example high_dim_products [-- D...]
 
 use wfrmix::report::metrics::{component_fractions, total_variation};
-use wfrmix::{rng, Composition, DriftGamma, GaussianMixture, MoveConfig, Sampler, SamplerConfig, VpSchedule};
+use wfrmix::{rng, Composition, DriftGamma, MoveConfig, Sampler, SamplerConfig};
 
-/// The two experts in d dimensions.
-pub fn experts(d: usize) -> (GaussianMixture, GaussianMixture) {
-    let make = |centres: [f64; 3], sd0: f64, w: Vec<f64>| {
-        let mut m = vec![0.0; 3 * d];
-        let mut s = vec![0.0; 3 * d];
-        for (j, c) in centres.iter().enumerate() {
-            m[j * d] = *c;
-            for i in 0..d {
-                s[j * d + i] = sd0 + 0.05 * ((i + j) % 5) as f64;
-            }
-        }
-        GaussianMixture::new(m, s, w, d, VpSchedule::default()).unwrap()
-    };
-    (make([-2.0, 0.0, 2.0], 0.6, vec![0.5, 0.3, 0.2]), make([-1.0, 1.0, 3.0], 0.7, vec![0.2, 0.3, 0.5]))
-}
+#[path = "shared/experts.rs"]
+mod experts;
+
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dims: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("a dimension")).collect();
@@ -35,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| d | drift, moves | TV of the 9 component masses | lineages | resamplings | mean γ | mean acceptance | wall s |");
     println!("|---|---|---|---|---|---|---|---|");
     for d in dims {
-        let (a, b) = experts(d);
+        let (a, b) = experts::high_dim(d);
         let (prod, _) = a.product(&b)?;
         let exact = prod.sample(100_000, &mut rng::seeded(9));
         let truth = component_fractions(&prod, &exact, &vec![1e-5; 100_000]);

@@ -12,19 +12,11 @@
 
 use wfrmix::model::perturbed::{Perturbed, ScoreError};
 use wfrmix::report::metrics::sliced_w1;
-use wfrmix::{rng, Composition, GaussianMixture, MixtureMethod, Sampler, SamplerConfig, ScoreModel, VpSchedule};
+use wfrmix::{rng, Composition, GaussianMixture, MixtureMethod, Sampler, SamplerConfig, ScoreModel};
 
-fn shared_mode() -> (GaussianMixture, GaussianMixture) {
-    let d = 6;
-    let s = VpSchedule::default();
-    let m1: Vec<f64> = (0..d).map(|j| if j % 2 == 0 { 2.0 } else { 0.0 }).collect();
-    let m2: Vec<f64> = (0..d).map(|j| if j % 3 == 0 { -1.0 } else { 0.5 }).collect();
-    let m3: Vec<f64> = (0..d).map(|j| if j < 3 { -2.0 } else { 1.0 }).collect();
-    let sd: Vec<f64> = (0..2 * d).map(|i| 0.5 + 0.08 * (i % 4) as f64).collect();
-    let a = GaussianMixture::new([m1, m2.clone()].concat(), sd.clone(), vec![1.0, 2.0], d, s.clone()).unwrap();
-    let b = GaussianMixture::new([m2, m3].concat(), sd.iter().map(|v| v * 1.2).collect(), vec![1.5, 1.0], d, s).unwrap();
-    (a, b)
-}
+#[path = "shared/experts.rs"]
+mod experts;
+
 
 /// `g` with its component `drop` removed (the remaining weights renormalised).
 fn without(g: &GaussianMixture, drop: usize) -> GaussianMixture {
@@ -48,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let up = GaussianMixture::load("weights/gmm2d_up.safetensors".as_ref())?;
     let down = GaussianMixture::load("weights/gmm2d_down.safetensors".as_ref())?;
     let truth_mix = GaussianMixture::mixture(&[&up, &down], &[0.7, 0.3])?;
-    let (pa, pb) = shared_mode();
+    let (pa, pb) = experts::shared_mode();
     let (prod, _) = pa.product(&pb)?;
     let (tm, tv) = prod.mean_and_variance();
     let w = vec![1.0 / n as f64; n];

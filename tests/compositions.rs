@@ -2,6 +2,8 @@
 //! statistics of the test, stated beside it.
 
 mod common;
+#[path = "../examples/shared/experts.rs"]
+mod experts;
 use common::*;
 
 use wfrmix::{
@@ -107,24 +109,10 @@ fn fisher_rao_correction_is_unbiased_where_experts_overlap() {
     assert!((naive - tm[0]).abs() > 0.04, "naive mean {naive} should be off {}", tm[0]);
 }
 
-/// Two 6-D experts that share one mode (like experts trained on overlapping class sets): A has modes
-/// {m1, m2}, B has {m2, m3}; their product concentrates on m2.
-fn shared_mode_experts() -> (GaussianMixture, GaussianMixture) {
-    let d = 6;
-    let s = wfrmix::VpSchedule::default();
-    let m1: Vec<f64> = (0..d).map(|j| if j % 2 == 0 { 2.0 } else { 0.0 }).collect();
-    let m2: Vec<f64> = (0..d).map(|j| if j % 3 == 0 { -1.0 } else { 0.5 }).collect();
-    let m3: Vec<f64> = (0..d).map(|j| if j < 3 { -2.0 } else { 1.0 }).collect();
-    let cat = |a: &[f64], b: &[f64]| [a, b].concat();
-    let sd: Vec<f64> = (0..2 * d).map(|i| 0.5 + 0.08 * (i % 4) as f64).collect();
-    let a = GaussianMixture::new(cat(&m1, &m2), sd.clone(), vec![1.0, 2.0], d, s.clone()).unwrap();
-    let b = GaussianMixture::new(cat(&m2, &m3), sd.iter().map(|v| v * 1.2).collect(), vec![1.5, 1.0], d, s.clone()).unwrap();
-    (a, b)
-}
 
 #[test]
 fn product_in_6d_matches_the_closed_form_product() {
-    let (a, b) = shared_mode_experts();
+    let (a, b) = experts::shared_mode();
     let (prod, log_z) = a.product(&b).unwrap();
     let (tm, tv) = gmm_moments(&prod);
     let n = 4000;
@@ -140,13 +128,13 @@ fn product_in_6d_matches_the_closed_form_product() {
 }
 
 /// Component masses of a product of two 3-component experts against the closed form, in d = 8, 64, 256
-/// (the experts of `examples/high_dim_products.rs`: means differ along the first coordinate only, every
-/// coordinate's variances differ, so the plain drift's weights degenerate with d).
+/// (`experts::high_dim`: means differ along the first coordinate only, every coordinate's variances
+/// differ, so the plain drift's weights degenerate with d).
 #[test]
 fn products_in_high_dimension_keep_the_component_masses_and_the_lineages() {
     use wfrmix::report::metrics::{component_fractions, total_variation};
     for d in [8usize, 64, 256] {
-        let (a, b) = high_dim_experts(d);
+        let (a, b) = experts::high_dim(d);
         let (prod, log_z) = a.product(&b).unwrap();
         let m = 200_000;
         let truth = component_fractions(&prod, &prod.sample(m, &mut wfrmix::rng::seeded(9)), &vec![1.0 / m as f64; m]);
@@ -166,26 +154,12 @@ fn products_in_high_dimension_keep_the_component_masses_and_the_lineages() {
     }
 }
 
-fn high_dim_experts(d: usize) -> (GaussianMixture, GaussianMixture) {
-    let make = |centres: [f64; 3], sd0: f64, w: Vec<f64>| {
-        let mut m = vec![0.0; 3 * d];
-        let mut s = vec![0.0; 3 * d];
-        for (j, c) in centres.iter().enumerate() {
-            m[j * d] = *c;
-            for i in 0..d {
-                s[j * d + i] = sd0 + 0.05 * ((i + j) % 5) as f64;
-            }
-        }
-        GaussianMixture::new(m, s, w, d, wfrmix::VpSchedule::default()).unwrap()
-    };
-    (make([-2.0, 0.0, 2.0], 0.6, vec![0.5, 0.3, 0.2]), make([-1.0, 1.0, 3.0], 0.7, vec![0.2, 0.3, 0.5]))
-}
 
 /// Annealing q² of a 3-component mixture in d = 64: q² = q·q is the closed-form product of q with itself.
 #[test]
 fn annealing_a_mixture_in_64d_matches_the_closed_form() {
     use wfrmix::report::metrics::{component_fractions, total_variation};
-    let (a, _) = high_dim_experts(64);
+    let (a, _) = experts::high_dim(64);
     let (sq, log_z) = a.product(&a).unwrap();
     let m = 200_000;
     let truth = component_fractions(&sq, &sq.sample(m, &mut wfrmix::rng::seeded(9)), &vec![1.0 / m as f64; m]);
@@ -205,7 +179,7 @@ fn surviving_lineages_count_the_initial_particles_with_descendants() {
     assert_eq!((r.resamples, r.lineages), (0, 300));
     // A product resampled at every step: each resampling keeps at most `unique_ancestors` lineages and
     // later ones cannot bring any back, so the survivors are at most the smallest of those counts.
-    let (a, b) = shared_mode_experts();
+    let (a, b) = experts::shared_mode();
     let mut c = cfg(300, 50, 4);
     c.resample = wfrmix::ResamplePolicy::new(wfrmix::Resampler::Multinomial, 1.0, None).unwrap();
     let r = run(&[&a, &b], Composition::product(2).unwrap(), c);
