@@ -81,14 +81,14 @@ pub fn run(job: &EvalJob) -> Result<EvalOutcome> {
     let schedule = model.schedule();
     let (mut output, mut epsilon, mut score) = (Vec::new(), Vec::new(), Vec::new());
     let start = std::time::Instant::now();
-    let mut buf = vec![0.0; x.len()];
+    let (mut buf, mut raw) = (vec![0.0; x.len()], vec![0.0; x.len()]);
     for &t in &job.times {
         let sigma = schedule.sigma2(t).sqrt();
-        model.score(&x, t, &mut buf)?;
+        let has_raw = model.score_and_raw(&x, t, &mut buf, &mut raw)?;
         score.extend(buf.iter().map(|&v| v as f32));
         let eps: Vec<f32> = buf.iter().map(|&s| (-sigma * s) as f32).collect();
-        if model.raw_output(&x, t, &mut buf)? {
-            output.extend(buf.iter().map(|&v| v as f32));
+        if has_raw {
+            output.extend(raw.iter().map(|&v| v as f32));
         } else {
             output.extend_from_slice(&eps);
         }

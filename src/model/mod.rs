@@ -71,9 +71,11 @@ pub trait ScoreModel: Send + Sync {
         true
     }
 
-    /// The network's raw output at x and t (what it was trained to predict: ε, v or x₀), for models that
-    /// have one; `Ok(false)` (the default) for models without a network (exact experts).
-    fn raw_output(&self, _x: &[f64], _t: f64, _out: &mut [f64]) -> Result<bool> {
+    /// The score into `score` and, for models with a network, its raw output at x and t (what it was
+    /// trained to predict: ε, v or x₀) into `raw`, from one evaluation; returns whether `raw` was written
+    /// (the default writes the score only: exact experts have no network).
+    fn score_and_raw(&self, x: &[f64], t: f64, score: &mut [f64], _raw: &mut [f64]) -> Result<bool> {
+        self.score(x, t, score)?;
         Ok(false)
     }
 

@@ -803,19 +803,19 @@ impl ScoreModel for DiffusersModel {
         vec![format!("{}: UNet2DModel, {:?} prediction{class}, schedule from {}", self.name, self.prediction, self.schedule_source)]
     }
 
-    fn raw_output(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<bool> {
-        self.eval(x, t, out, false)?;
+    fn score_and_raw(&self, x: &[f64], t: f64, score: &mut [f64], raw: &mut [f64]) -> Result<bool> {
+        self.eval(x, t, score, Some(raw))?;
         Ok(true)
     }
 
     fn score(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
-        self.eval(x, t, out, true)
+        self.eval(x, t, out, None)
     }
 }
 
 impl DiffusersModel {
-    /// The network's output at x and t into `out`, converted to the score when `score`.
-    fn eval(&self, x: &[f64], t: f64, out: &mut [f64], score: bool) -> Result<()> {
+    /// The score at x and t into `out`, and the network's raw output into `raw` when given.
+    fn eval(&self, x: &[f64], t: f64, out: &mut [f64], mut raw: Option<&mut [f64]>) -> Result<()> {
         let d: usize = self.shape.iter().product();
         if x.len() % d != 0 || out.len() != x.len() {
             return Err(Error::param(format!("batch for `{}`", self.name), format!("{} inputs / {} outputs", x.len(), out.len()), format!("expected n × {d} inputs and as many outputs")));
@@ -827,17 +827,17 @@ impl DiffusersModel {
         let sigma = s2.sqrt();
         let label = self.schedule.label(t) as f32;
         let be = backend("evaluating a diffusers checkpoint");
-        for (xc, oc) in x.chunks(CHUNK * d).zip(out.chunks_mut(CHUNK * d)) {
+        for (ci, (xc, oc)) in x.chunks(CHUNK * d).zip(out.chunks_mut(CHUNK * d)).enumerate() {
             let m = xc.len() / d;
             let xt = Tensor::from_vec(xc.iter().map(|&v| v as f32).collect::<Vec<_>>(), (m, self.shape[0], self.shape[1], self.shape[2]), &Device::Cpu).map_err(&be)?;
             let labels = self.class_label.map(|l| vec![l; m]);
             let pred: Vec<f32> = self.net.forward(&xt, &vec![label; m], labels.as_deref())?.flatten_all().and_then(|p| p.to_vec1()).map_err(&be)?;
+            if let Some(r) = raw.as_deref_mut() {
+                let start = ci * CHUNK * d;
+                r[start..start + xc.len()].iter_mut().zip(&pred).for_each(|(o, &p)| *o = p as f64);
+            }
             for ((o, &p), &xv) in oc.iter_mut().zip(&pred).zip(xc) {
                 let p = p as f64;
-                if !score {
-                    *o = p;
-                    continue;
-                }
                 *o = -self.prediction.to_epsilon(p, xv, a, sigma) / sigma;
             }
         }
