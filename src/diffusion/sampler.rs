@@ -327,7 +327,8 @@ impl<'a> Sampler<'a> {
             if c.weighted {
                 let (d, gx) = (c.d, k.gx);
                 for (b, i) in st.inc.iter_mut().enumerate() {
-                    *i += k.wr * (st.rate[b] + gx * f_dot_s(&st.x[b * d..(b + 1) * d], &st.drift[b * d..(b + 1) * d]));
+                    let shift = if gx == 0.0 { 0.0 } else { gx * f_dot_s(&st.x[b * d..(b + 1) * d], &st.drift[b * d..(b + 1) * d]) };
+                    *i += k.wr * (st.rate[b] + shift);
                 }
             }
             check_finite(&c, &st, step + 1, s)?;
@@ -711,7 +712,9 @@ fn advance(c: &Consts, st: &mut State, k: &StepCoefficients) {
             let b = ci * chunk + r;
             let xb = &mut xc[r * d..(r + 1) * d];
             let (db, zb) = (&drift_r[b * d..(b + 1) * d], &z_r[b * d..(b + 1) * d]);
-            *inc_b = (c.div_f + k.gx) * d as f64 * k.lna + k.wl * (rate_r[b] + k.gx * f_dot_s(xb, db));
+            // The (1 − γ) f·S term exists only for weighted geometric targets with γ ≠ 1.
+            let shift = if k.gx == 0.0 { 0.0 } else { k.gx * f_dot_s(xb, db) };
+            *inc_b = (c.div_f + k.gx) * d as f64 * k.lna + k.wl * (rate_r[b] + shift);
             for j in 0..d {
                 xn[j] = k.mx * xb[j] + k.ms * db[j] + k.noise * zb[j];
             }

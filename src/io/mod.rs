@@ -124,12 +124,14 @@ impl OutputKind {
                 let mut sig = [0u8; 8];
                 std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut sig)).is_ok() && sig == *b"\x89PNG\r\n\x1a\n"
             }
+            // A report is read whole to parse it (ours are far below 256 MiB; a larger file is not ours).
             OutputKind::Report => {
-                meta.len() <= crate::limits::MAX_FILE_BYTES
+                meta.len() <= 1 << 28
                     && std::fs::read(path).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()).is_some_and(|v| v.is_object())
             }
-            OutputKind::Samples => tensors::TensorFile::open(path).is_ok_and(|f| f.names().iter().any(|n| n == "samples")),
-            OutputKind::Network => tensors::TensorFile::open(path).is_ok_and(|f| f.metadata("kind").is_some()),
+            // Safetensors files: only their header is read.
+            OutputKind::Samples => tensors::TensorFile::peek_header(path).is_some_and(|(names, _)| names.iter().any(|n| n == "samples")),
+            OutputKind::Network => tensors::TensorFile::peek_header(path).is_some_and(|(_, meta)| meta.contains_key("kind")),
             OutputKind::Any => true,
         }
     }

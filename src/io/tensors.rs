@@ -31,6 +31,31 @@ impl TensorFile {
         Ok(TensorFile { path: path.to_path_buf(), bytes, metadata })
     }
 
+    /// Only the header of the safetensors file at `path` (8-byte length and JSON, at most 100 MB as the
+    /// format allows), without reading its tensors: the tensor names and the metadata. None when the
+    /// file is not a safetensors file. For telling what an existing file is before replacing it.
+    pub fn peek_header(path: &Path) -> Option<(Vec<String>, HashMap<String, String>)> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).ok()?;
+        let mut len = [0u8; 8];
+        f.read_exact(&mut len).ok()?;
+        let n = u64::from_le_bytes(len);
+        if n > 100_000_000 {
+            return None;
+        }
+        let mut h = vec![0u8; n as usize];
+        f.read_exact(&mut h).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&h).ok()?;
+        let obj = v.as_object()?;
+        let names = obj.keys().filter(|k| *k != "__metadata__").cloned().collect();
+        let meta = obj
+            .get("__metadata__")
+            .and_then(|m| m.as_object())
+            .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+            .unwrap_or_default();
+        Some((names, meta))
+    }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path

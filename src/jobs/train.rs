@@ -225,7 +225,7 @@ fn check_replace(job: &TrainJob, recipe: &str, outputs: &[(&str, Option<&Path>, 
         if !path.exists() {
             continue;
         }
-        let recorded = crate::io::tensors::TensorFile::open(path).ok().and_then(|f| f.metadata("recipe").map(String::from));
+        let recorded = crate::io::tensors::TensorFile::peek_header(path).and_then(|(_, mut meta)| meta.remove("recipe"));
         if recorded.as_deref() != Some(recipe) {
             let why = if recorded.is_some() { "was written from a different recipe (or different overrides)" } else { "was not written by mix-train" };
             return Err(Error::param(
