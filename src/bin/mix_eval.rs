@@ -19,7 +19,7 @@ mod common;
 #[derive(Parser, Debug)]
 #[command(name = "mix-eval", version, about, long_about = None)]
 struct Args {
-    /// The model: a .safetensors model file, a diffusers checkpoint directory, or hf:ORG/NAME[/FILE][@REVISION].
+    /// The model: a .safetensors model file, a diffusers checkpoint directory, or `hf:ORG/NAME[/FILE][@REVISION]`.
     #[arg(long, value_name = "MODEL")]
     model: PathBuf,
     /// Safetensors file holding the inputs `x`, [N, C, H, W] or [N, D].

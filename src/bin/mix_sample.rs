@@ -24,7 +24,7 @@ const DEFAULTS: SamplerConfig = SamplerConfig::DEFAULT;
 #[command(name = "mix-sample", version, about, long_about = None)]
 struct Args {
     /// Models: .safetensors files with a `kind` in their header metadata, diffusers UNet2DModel checkpoint
-    /// directories, or Hugging Face references hf:ORG/NAME/FILE[@REVISION] (a file) and hf:ORG/NAME[@REVISION]
+    /// directories, or Hugging Face references `hf:ORG/NAME/FILE[@REVISION]` (a file) and `hf:ORG/NAME[@REVISION]`
     /// (a checkpoint snapshot) resolved from the local hub cache (HF_HUB_CACHE, HF_HOME; never downloaded).
     #[arg(long, num_args = 1.., required = true, value_name = "FILE")]
     models: Vec<PathBuf>,

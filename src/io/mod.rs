@@ -48,8 +48,8 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Write `bytes` to `path` atomically: a temporary file beside it ([`create_temp`]), written and synced,
-/// renamed into place, and the directory synced. On failure nothing is left at `path` (a file already
+/// Write `bytes` to `path` atomically: a temporary file beside it (created exclusively under a random
+/// name), written and synced, renamed into place, and the directory synced. On failure nothing is left at `path` (a file already
 /// there stays as it was) and the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let werr = |source| Error::Write { path: path.to_path_buf(), cause: source };

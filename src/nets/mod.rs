@@ -5,7 +5,8 @@
 //!   hand-written f64 forward and reverse pass, and [`mlp::CandleMlp`], its candle training graph;
 //! - [`unet::ScoreUnet`], a small time-conditioned U-Net for images (file kind `score_unet`), evaluated
 //!   through candle in f32, with its custom kernels in [`ops`];
-//! - [`diffusers::Unet2d`], diffusers' `UNet2DModel` built from its `config.json` (pretrained checkpoints);
+//! - [`unet2d::Unet2d`], diffusers' `UNet2DModel` built from its `config.json`, and
+//!   [`diffusers::DiffusersModel`], a checkpoint directory (network, scheduler, prediction) as a score model;
 //! - [`classifier::Classifier`], a Fashion-MNIST classifier used to judge generated images (file kind
 //!   `fmnist_classifier`).
 //!
@@ -17,6 +18,7 @@ pub mod header;
 pub mod mlp;
 pub mod ops;
 pub mod unet;
+pub mod unet2d;
 
 pub use header::NetInfo;
 pub use mlp::{CandleMlp, MlpConfig, ScoreMlp};
