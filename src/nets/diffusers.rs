@@ -13,6 +13,7 @@ use crate::nets::header::backend;
 use crate::schedule::VpSchedule;
 
 pub use crate::nets::unet2d::{Unet2d, Unet2dConfig};
+use crate::nets::unet2d::json_object;
 
 /// What a checkpoint's network predicts (its scheduler's `prediction_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -102,11 +103,11 @@ impl DiffusersModel {
             cause: std::io::Error::new(cause.kind(), format!("{cause}; a diffusers checkpoint directory holds config.json (at its root or under unet/)")),
         })?;
         let merr = |key: &str, reason: String| Error::Metadata { path: cfg_path.clone(), key: key.into(), reason };
-        let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| merr("config", format!("not JSON: {e}")))?;
+        let raw = json_object(&cfg_path, "config", &text)?;
         if let Some(class) = raw.get("_class_name").and_then(|v| v.as_str()).filter(|c| *c != "UNet2DModel") {
             return Err(merr("_class_name", format!("`{class}` is not supported (only UNet2DModel checkpoints)")));
         }
-        let cfg = Unet2dConfig::from_json(&cfg_path, &text)?;
+        let cfg = Unet2dConfig::from_value(&cfg_path, raw)?;
         if cfg.time_embedding_type == "fourier" {
             return Err(merr("time_embedding_type", "`fourier` checkpoints are variance-exploding score-SDE models; only variance-preserving (DDPM-type) checkpoints can be composed".into()));
         }
@@ -150,11 +151,7 @@ impl DiffusersModel {
         let candidates = [dir.join("scheduler/scheduler_config.json"), dir.join("scheduler_config.json"), unet_dir.join("scheduler_config.json")];
         for p in candidates.iter().filter(|p| p.is_file()) {
             let text = std::fs::read_to_string(p).map_err(|cause| Error::Read { path: p.clone(), cause })?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Metadata { path: p.clone(), key: "scheduler".into(), reason: format!("not JSON: {e}") })?;
-            if !v.is_object() {
-                return Err(Error::Metadata { path: p.clone(), key: "scheduler".into(), reason: "must be a JSON object".into() });
-            }
-            let c = serde_json::from_value(v).map_err(|e| Error::Metadata { path: p.clone(), key: "scheduler".into(), reason: e.to_string() })?;
+            let c = serde_json::from_value(json_object(p, "scheduler", &text)?).map_err(|e| Error::Metadata { path: p.clone(), key: "scheduler".into(), reason: e.to_string() })?;
             return Ok((c, p.display().to_string()));
         }
         let c: SchedulerConfig = serde_json::from_str("{}").expect("all keys have defaults");

@@ -130,14 +130,25 @@ pub struct Unet2dConfig {
     pub sample_size: Option<serde_json::Value>,
 }
 
+/// The JSON object in `text`, read from `path` (a diffusers config file); errors name the file and `key`.
+pub(crate) fn json_object(path: &Path, key: &str, text: &str) -> Result<serde_json::Value> {
+    let merr = |reason: String| Error::Metadata { path: path.into(), key: key.into(), reason };
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| merr(format!("not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(merr("must be a JSON object".into()));
+    }
+    Ok(v)
+}
+
 impl Unet2dConfig {
     /// Parse and check a `config.json` (`path` names it in errors).
     pub fn from_json(path: &Path, text: &str) -> Result<Self> {
+        Self::from_value(path, json_object(path, "config", text)?)
+    }
+
+    /// Check a parsed `config.json` object (`path` names it in errors).
+    pub fn from_value(path: &Path, v: serde_json::Value) -> Result<Self> {
         let merr = |key: &str, reason: String| Error::Metadata { path: path.into(), key: key.into(), reason };
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| merr("config", format!("not JSON: {e}")))?;
-        if !v.is_object() {
-            return Err(merr("config", "must be a JSON object (UNet2DModel's config.json)".into()));
-        }
         let c: Unet2dConfig = serde_json::from_value(v).map_err(|e| merr("config", format!("not a UNet2DModel config: {e}")))?;
         let n = c.block_out_channels.len();
         if n == 0 || n > 8 || c.down_block_types.len() != n || c.up_block_types.len() != n {
