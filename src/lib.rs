@@ -16,12 +16,14 @@ pub mod io;
 pub mod jobs;
 pub mod limits;
 pub mod model;
+#[cfg(feature = "nets")]
 pub mod nets;
 pub mod particles;
 pub mod registry;
 pub mod report;
 pub mod rng;
 pub mod schedule;
+#[cfg(feature = "nets")]
 pub mod train;
 pub mod wfr;
 

@@ -40,7 +40,7 @@ impl Loader {
             None => path.to_path_buf(),
         };
         if path.is_dir() {
-            return Ok(Box::new(crate::nets::diffusers::DiffusersModel::open(&path, self.class_label)?));
+            return open_dir(&path, self.class_label);
         }
         if let Some(l) = self.class_label {
             return Err(Error::param("class label", l, format!("{} is not a class-conditional checkpoint", path.display())));
@@ -67,8 +67,12 @@ pub fn load_file(path: &Path) -> Result<Box<dyn ScoreModel>> {
     let file = crate::io::tensors::TensorFile::open(path)?;
     match file.metadata("kind") {
         Some("gaussian_mixture") => Ok(Box::new(GaussianMixture::from_file(&file)?)),
+        #[cfg(feature = "nets")]
         Some(crate::nets::mlp::KIND) => Ok(Box::new(crate::nets::ScoreMlp::from_file(&file)?)),
+        #[cfg(feature = "nets")]
         Some(crate::nets::unet::KIND) => Ok(Box::new(crate::nets::ScoreUnet::from_file(&file)?)),
+        #[cfg(not(feature = "nets"))]
+        Some(kind @ ("score_mlp" | "score_unet")) => Err(without_nets(path, kind)),
         Some(other) => Err(Error::Metadata {
             path: path.to_path_buf(),
             key: "kind".into(),
@@ -82,3 +86,24 @@ pub fn load_file(path: &Path) -> Result<Box<dyn ScoreModel>> {
     }
 }
 
+
+/// A diffusers checkpoint directory.
+#[cfg(feature = "nets")]
+fn open_dir(path: &Path, class_label: Option<u32>) -> Result<Box<dyn ScoreModel>> {
+    Ok(Box::new(crate::nets::diffusers::DiffusersModel::open(path, class_label)?))
+}
+
+#[cfg(not(feature = "nets"))]
+fn open_dir(path: &Path, _: Option<u32>) -> Result<Box<dyn ScoreModel>> {
+    Err(without_nets(path, "diffusers checkpoint"))
+}
+
+/// The error for a network model in a build without the `nets` feature.
+#[cfg(not(feature = "nets"))]
+fn without_nets(path: &Path, kind: &str) -> Error {
+    Error::Unsupported {
+        model: path.display().to_string(),
+        what: format!("a loader for `{kind}` in this build"),
+        hint: "wfrmix was built without its `nets` feature (neural networks); rebuild with default features".into(),
+    }
+}

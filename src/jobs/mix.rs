@@ -12,6 +12,7 @@ use crate::diffusion::{SampleRun, Sampler, SamplerConfig, StepInfo};
 use crate::error::{Error, Result};
 use crate::io::idx::FASHION_CLASSES;
 use crate::io::OutputKind;
+#[cfg(feature = "nets")]
 use crate::nets::classifier::{class_fractions, Classifier};
 use crate::registry::Loader;
 use crate::{io, report, rng};
@@ -134,6 +135,32 @@ pub fn run(job: &MixJob, observer: impl FnMut(&StepInfo)) -> Result<MixOutcome> 
     Ok(MixOutcome { run, classes, notes })
 }
 
+/// Without the `nets` feature there is no classifier: asking for one is an error, and this type has no
+/// values, so the code that would use one is unreachable.
+#[cfg(not(feature = "nets"))]
+enum Classifier {}
+
+#[cfg(not(feature = "nets"))]
+impl Classifier {
+    fn load(path: &Path) -> Result<Classifier> {
+        Err(Error::Unsupported {
+            model: path.display().to_string(),
+            what: "a classifier in this build".into(),
+            hint: "wfrmix was built without its `nets` feature; rebuild with default features".into(),
+        })
+    }
+
+    fn predict(&self, _: &[f64]) -> Result<Vec<u8>> {
+        match *self {}
+    }
+}
+
+#[cfg(not(feature = "nets"))]
+fn judge(c: &Classifier, _: &SampleRun) -> Result<ClassFractions> {
+    match *c {}
+}
+
+#[cfg(feature = "nets")]
 fn judge(c: &Classifier, run: &SampleRun) -> Result<ClassFractions> {
     let labels = c.predict(&run.samples)?;
     Ok(ClassFractions {

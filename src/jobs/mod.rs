@@ -10,4 +10,5 @@
 pub mod energy;
 pub mod eval;
 pub mod mix;
+#[cfg(feature = "nets")]
 pub mod train;

@@ -5,6 +5,7 @@
 //! Rooms: [`plot`] (a small PNG canvas), [`metrics`] (sample-quality measures), [`classes`] (class
 //! fractions by the classifier), [`wfr`] (figures of the energy samplers).
 
+#[cfg(feature = "nets")]
 pub mod classes;
 pub mod metrics;
 pub mod plot;
