@@ -5,7 +5,7 @@
 //! sections as "maths §N".
 //!
 //! Rooms, lowest first; code in a room imports only rooms earlier in this order (`tests/layout.rs`
-//! checks it): [`error`], [`limits`], [`rng`] → [`io`] → [`schedule`] → [`particles`] → [`compose`] → [`model`] →
+//! checks it): [`error`], [`limits`], [`lanes`], [`rng`] → [`io`] → [`schedule`] → [`particles`] → [`compose`] → [`model`] →
 //! [`nets`] → [`registry`] → [`diffusion`] → [`wfr`] → [`train`] → [`report`] → [`jobs`] (what each binary
 //! runs).
 
@@ -14,6 +14,7 @@ pub mod diffusion;
 pub mod error;
 pub mod io;
 pub mod jobs;
+pub mod lanes;
 pub mod limits;
 pub mod model;
 #[cfg(feature = "nets")]

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-const ROOMS: [&str; 15] =
-    ["error", "limits", "rng", "io", "schedule", "particles", "compose", "model", "nets", "registry", "diffusion", "wfr", "train", "report", "jobs"];
+const ROOMS: [&str; 16] =
+    ["error", "limits", "lanes", "rng", "io", "schedule", "particles", "compose", "model", "nets", "registry", "diffusion", "wfr", "train", "report", "jobs"];
 
 /// Crate-root re-exports, by the room that defines them.
 fn room_of(name: &str) -> &str {

@@ -194,15 +194,18 @@ impl Composition {
                 return;
             }
         };
+        // w_i ∝ c_i exp(scale·ℓ_i), shifted by the largest exponent among the c_i > 0 (no logarithm of c
+        // per call: the largest term is c_i·1 > 0, so the sum cannot underflow to zero).
         let mut mx = f64::NEG_INFINITY;
         for i in 0..w.len() {
-            w[i] = if coef[i] > 0.0 { coef[i].ln() + scale * ell[i] } else { f64::NEG_INFINITY };
-            mx = mx.max(w[i]);
+            if coef[i] > 0.0 {
+                mx = mx.max(scale * ell[i]);
+            }
         }
         let mut tot = 0.0;
-        for v in w.iter_mut() {
-            *v = (*v - mx).exp();
-            tot += *v;
+        for i in 0..w.len() {
+            w[i] = if coef[i] > 0.0 { coef[i] * (scale * ell[i] - mx).exp() } else { 0.0 };
+            tot += w[i];
         }
         w.iter_mut().for_each(|v| *v /= tot);
     }
@@ -240,7 +243,7 @@ impl Composition {
                 }
             }
         };
-        let sq = |a: &[f64]| a.iter().map(|x| x * x).sum::<f64>();
+        let sq = crate::lanes::norm2;
         match &self.0 {
             Kind::Mixture { weights, method } => match method {
                 MixtureMethod::State => {
@@ -258,10 +261,7 @@ impl Composition {
                     let div = div.expect("divergences are computed for the fr method");
                     let mut g = 0.0;
                     for i in 0..k {
-                        g += (weights[i] - w[i]) * div[i] - w[i] * sq(scores[i]);
-                        for j in 0..d {
-                            g += drift[j] * w[i] * scores[i][j];
-                        }
+                        g += (weights[i] - w[i]) * div[i] - w[i] * sq(scores[i]) + w[i] * crate::lanes::dot(drift, scores[i]);
                     }
                     kappa * g
                 }
@@ -271,7 +271,7 @@ impl Composition {
                 combine(w, drift);
                 let mut var = 0.0;
                 for i in 0..k {
-                    var += w[i] * scores[i].iter().zip(drift.iter()).map(|(a, b)| (a - b) * (a - b)).sum::<f64>();
+                    var += w[i] * crate::lanes::dist2(scores[i], drift);
                 }
                 -0.5 * (1.0 - 1.0 / m) * var
             }

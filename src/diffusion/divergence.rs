@@ -5,6 +5,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 use crate::model::{for_chunks, ScoreModel};
 use crate::rng::{self, Rng};
@@ -137,7 +139,7 @@ impl DivergenceEstimator {
     }
 
     /// Divergences of `model`'s score at the batch `x` (n × d) and time t, into `out` (n). Probes are
-    /// drawn from `rng` on the calling thread.
+    /// drawn from a keyed stream whose key comes from `rng` ([`crate::rng::par_fill_normal`]).
     pub fn estimate(&self, model: &dyn ScoreModel, x: &[f64], t: f64, rng: &mut Rng, out: &mut [f64]) -> Result<()> {
         let d = model.dim();
         let n = out.len();
@@ -176,13 +178,13 @@ impl DivergenceEstimator {
                 out.iter_mut().for_each(|o| *o = 0.0);
                 for _ in 0..probes {
                     draw(probe, rng, &mut eps);
-                    for i in 0..n * d {
-                        xp[i] = x[i] + step * eps[i];
-                        xm[i] = x[i] - step * eps[i];
-                    }
+                    xp.par_iter_mut().zip(xm.par_iter_mut()).zip(x.par_iter().zip(eps.par_iter())).for_each(|((p, m), (xi, e))| {
+                        *p = xi + step * e;
+                        *m = xi - step * e;
+                    });
                     crate::model::batch_score(model, &xp, t, &mut sp)?;
                     crate::model::batch_score(model, &xm, t, &mut sm)?;
-                    sp.iter_mut().zip(&sm).for_each(|(p, m)| *p -= m);
+                    sp.par_iter_mut().zip(sm.par_iter()).for_each(|(p, m)| *p -= m);
                     accumulate(out, &eps, &sp, d, 1.0 / (2.0 * step * probes as f64));
                 }
                 Ok(())
@@ -193,17 +195,14 @@ impl DivergenceEstimator {
 
 fn draw(probe: Probe, rng: &mut Rng, eps: &mut [f64]) {
     match probe {
-        Probe::Rademacher => rng::fill_rademacher(rng, eps),
-        Probe::Gaussian => rng::fill_normal(rng, eps),
+        Probe::Rademacher => rng::par_fill_rademacher(rng, eps),
+        Probe::Gaussian => rng::par_fill_normal(rng, eps),
     }
 }
 
 /// out_b += scale · ε_b · u_b.
 fn accumulate(out: &mut [f64], eps: &[f64], u: &[f64], d: usize, scale: f64) {
-    for (b, o) in out.iter_mut().enumerate() {
-        let r = b * d..(b + 1) * d;
-        *o += scale * eps[r.clone()].iter().zip(&u[r]).map(|(a, c)| a * c).sum::<f64>();
-    }
+    out.par_iter_mut().zip(eps.par_chunks(d).zip(u.par_chunks(d))).for_each(|(o, (e, v))| *o += scale * crate::lanes::dot(e, v));
 }
 
 fn vjp_batch(model: &dyn ScoreModel, x: &[f64], t: f64, v: &[f64], out: &mut [f64]) -> Result<()> {

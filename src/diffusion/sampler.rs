@@ -25,7 +25,8 @@ use crate::error::{Error, Result};
 use crate::model::{batch_score, check_compatible, AsScoreModel, ScoreModel};
 use crate::particles::{gather_rows, ParticleWeights, ResamplePolicy, Resampler};
 use super::moves::{gamma_star, mala_log_accept, DriftGamma, MoveConfig};
-use crate::rng::{self, Rng};
+use crate::lanes;
+use crate::rng::{self, Rng, BLOCK};
 use crate::schedule::{TimeGrid, VpSchedule};
 
 /// How one reverse step is taken.
@@ -319,7 +320,7 @@ impl<'a> Sampler<'a> {
             let gamma = self.drift_gamma(&c, &st, &weights);
             let k = self.coefficients(&c, t, s, gamma);
             if c.eta > 0.0 {
-                rng::fill_normal(&mut rng, &mut st.z);
+                rng::par_fill_normal(&mut rng, &mut st.z);
             }
             advance(&c, &mut st, &k);
             // Scores at the new points: the right end of this step's weight, and the next step's drift.
@@ -405,7 +406,7 @@ impl<'a> Sampler<'a> {
     fn initial_state(&self, c: &Consts, rng: &mut Rng) -> State {
         let (n, k, d) = (c.n, c.k, c.d);
         let mut x = vec![0.0; n * d];
-        rng::fill_normal(rng, &mut x);
+        rng::par_fill_normal(rng, &mut x);
         let sd = self.composition.prior_precision().sqrt().recip();
         x.iter_mut().for_each(|v| *v *= sd);
         let mut ell = vec![0.0; n * k];
@@ -541,9 +542,9 @@ impl<'a> Sampler<'a> {
     /// Returns the acceptance rate and ε.
     fn mala_move(&self, c: &Consts, st: &mut State, step: usize, t: f64, r: f64, rng: &mut Rng) -> Result<(f64, f64)> {
         let (n, d, k) = (c.n, c.d, c.k);
-        let mean_sq = st.drift.iter().map(|v| v * v).sum::<f64>() / n as f64;
+        let mean_sq = lanes::norm2(&st.drift) / n as f64;
         let eps = 2.0 * r * r * d as f64 / mean_sq.max(1e-12);
-        rng::fill_normal(rng, &mut st.z);
+        rng::par_fill_normal(rng, &mut st.z);
         let amp = (2.0 * eps).sqrt();
         let xp: Vec<f64> = (0..n * d).map(|i| st.x[i] + eps * st.drift[i] + amp * st.z[i]).collect();
         let mut sp = vec![vec![0.0; n * d]; k];
@@ -613,9 +614,9 @@ impl<'a> Sampler<'a> {
     fn langevin_correct(&self, x: &mut [f64], drift: &[f64], z: &mut [f64], chunk: usize, rng: &mut Rng) {
         let d = self.models[0].dim();
         let n = x.len() / d;
-        let mean_sq = drift.iter().map(|v| v * v).sum::<f64>() / n as f64;
+        let mean_sq = lanes::norm2(drift) / n as f64;
         let eps = 2.0 * self.config.corrector_snr.powi(2) * d as f64 / mean_sq.max(1e-12);
-        rng::fill_normal(rng, z);
+        rng::par_fill_normal(rng, z);
         let amp = (2.0 * eps).sqrt();
         x.par_chunks_mut(chunk * d).zip(drift.par_chunks(chunk * d)).zip(z.par_chunks(chunk * d)).for_each(|((xc, dc), zc)| {
             for i in 0..xc.len() {
@@ -707,7 +708,7 @@ fn advance(c: &Consts, st: &mut State, k: &StepCoefficients) {
     let (d, kk, chunk) = (c.d, c.k, c.chunk);
     let (scores_r, divs_r, drift_r, rate_r, z_r) = (&st.scores, &st.divs, &st.drift, &st.rate, &st.z);
     st.x.par_chunks_mut(chunk * d).zip(st.ell.par_chunks_mut(chunk * kk)).zip(st.inc.par_chunks_mut(chunk)).enumerate().for_each(|(ci, ((xc, ec), ic))| {
-        let mut xn = vec![0.0; d];
+        let (mut xn, mut dx) = (vec![0.0; d], vec![0.0; d]);
         for (r, inc_b) in ic.iter_mut().enumerate() {
             let b = ci * chunk + r;
             let xb = &mut xc[r * d..(r + 1) * d];
@@ -719,13 +720,13 @@ fn advance(c: &Consts, st: &mut State, k: &StepCoefficients) {
                 xn[j] = k.mx * xb[j] + k.ms * db[j] + k.noise * zb[j];
             }
             if c.tracks {
+                for j in 0..d {
+                    dx[j] = xn[j] - k.mx * xb[j];
+                }
                 let eb = &mut ec[r * kk..(r + 1) * kk];
                 for (i, e) in eb.iter_mut().enumerate() {
                     let si = &scores_r[i][b * d..(b + 1) * d];
-                    let mut dl = d as f64 * k.lna;
-                    for j in 0..d {
-                        dl += k.cl * si[j] * (xn[j] - k.mx * xb[j]) - 0.5 * k.v * si[j] * si[j];
-                    }
+                    let mut dl = d as f64 * k.lna + k.cl * lanes::dot(si, &dx) - 0.5 * k.v * lanes::norm2(si);
                     if c.needs_div {
                         dl += 0.5 * (c.eta * c.eta - 1.0) * k.v * divs_r[i][b];
                     }
@@ -739,7 +740,7 @@ fn advance(c: &Consts, st: &mut State, k: &StepCoefficients) {
 
 /// f·S / g² = −½ x·S at one particle (the state-dependent part of ∇·f + f·S in units of g², maths §4a′).
 fn f_dot_s(x: &[f64], s: &[f64]) -> f64 {
-    -0.5 * x.iter().zip(s).map(|(a, b)| a * b).sum::<f64>()
+    -0.5 * lanes::dot(x, s)
 }
 
 /// The first particle whose position, tracked log-densities ℓ or log-weight increment is not finite,
@@ -754,6 +755,10 @@ fn check_finite(c: &Consts, st: &State, step: usize, t: f64) -> Result<()> {
 
 /// The first row (of `width` values) of `v` that holds a NaN or an infinity.
 fn first_bad_row(v: &[f64], width: usize) -> Option<usize> {
+    let finite = if v.len() > 16 * BLOCK { v.par_chunks(BLOCK).all(lanes::all_finite) } else { lanes::all_finite(v) };
+    if finite {
+        return None;
+    }
     v.iter().position(|x| !x.is_finite()).map(|i| i / width.max(1))
 }
 

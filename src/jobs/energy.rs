@@ -248,7 +248,7 @@ fn initial(job: &EnergyJob, target: &dyn Energy, rng: &mut rng::Rng) -> Result<V
                 return Err(Error::param("init", format!("gauss:{mean},{std}"), "mean must be finite and std finite and >= 0"));
             }
             let mut x = vec![0.0; job.particles * d];
-            rng::fill_normal(rng, &mut x);
+            rng::par_fill_normal(rng, &mut x);
             x.iter_mut().for_each(|v| *v = mean + std * *v);
             Ok(x)
         }

@@ -151,7 +151,7 @@ impl AnnealSampler {
         let (n, d) = (cfg.particles, target.dim());
         let inv_var0 = 1.0 / (cfg.sigma0 * cfg.sigma0);
         let mut x = vec![0.0; n * d];
-        rng::fill_normal(rng, &mut x);
+        rng::par_fill_normal(rng, &mut x);
         x.iter_mut().for_each(|v| *v *= cfg.sigma0);
         let log_z0 = 0.5 * d as f64 * (2.0 * std::f64::consts::PI * cfg.sigma0 * cfg.sigma0).ln();
         let mut pw = ParticleWeights::new(n);

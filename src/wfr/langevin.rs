@@ -58,7 +58,7 @@ pub(super) fn langevin_step(
     let d = target.dim();
     let n = u.len();
     let mut xi = vec![0.0; x.len()];
-    rng::fill_normal(rng, &mut xi);
+    rng::par_fill_normal(rng, &mut xi);
     let s = (2.0 * dt).sqrt();
     let mut y = vec![0.0; x.len()];
     y.par_iter_mut().zip(x.par_iter().zip(g.par_iter()).zip(xi.par_iter())).for_each(|(yv, ((xv, gv), z))| {
