@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::io::{check_outputs, OutputKind};
 use crate::train::classifier::{train_classifier, ClassifierRecipe};
 use crate::train::common::load_recipe;
-use crate::train::unet::{UnetRecipe, UnetTrainer};
-use crate::train::{Recipe, Trainer};
+use crate::train::unet::UnetTrainer;
+use crate::train::{Recipe, Trainer, UnetRecipe};
 
 /// What to train and how; the overrides replace the recipe's values.
 #[derive(Clone, Debug, PartialEq)]
@@ -167,7 +167,10 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
             let mut recipe: UnetRecipe = load_recipe(&job.recipe)?;
             recipe.data_dir = job.data_dir.clone();
             override_common(job, &mut recipe.out, &mut recipe.steps, &mut recipe.checkpoint_every)?;
-            let ckpt = job.checkpoint.clone().unwrap_or_else(|| recipe.out.with_extension("ckpt.safetensors"));
+            if let Some(c) = &job.checkpoint {
+                recipe.checkpoint = Some(c.clone());
+            }
+            let ckpt = recipe.checkpoint_path();
             let (steps, every, out) = (recipe.steps, recipe.checkpoint_every, recipe.out.clone());
             let outputs = [("--out", Some(out.as_path()), net_kind(job)), ("--checkpoint", (every > 0).then_some(ckpt.as_path()), net_kind(job))];
             check_outputs(&[&job.recipe], &outputs)?;

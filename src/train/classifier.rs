@@ -44,7 +44,7 @@ pub fn train_classifier(recipe: &ClassifierRecipe, dir: &Path, mut progress: imp
     if recipe.batch == 0 || recipe.epochs == 0 || recipe.arch.hidden.contains(&0) {
         return Err(Error::param("recipe", "batch/epochs/hidden", "must be ≥ 1"));
     }
-    crate::limits::at_most("batch", recipe.batch, super::mlp::MAX_BATCH)?;
+    crate::limits::at_most("batch", recipe.batch, super::recipe::MAX_BATCH)?;
     crate::limits::at_most("epochs", recipe.epochs, 10_000)?;
     if let Some(h) = recipe.arch.hidden.iter().find(|&&h| h > crate::limits::MAX_WIDTH) {
         return Err(Error::param("hidden", h, format!("the limit is {}", crate::limits::MAX_WIDTH)));

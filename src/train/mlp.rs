@@ -11,135 +11,19 @@
 //! The learning rate warms up linearly over `warmup` steps, then follows a cosine from `lr` to `lr_final`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::io::F32Tensor;
-use super::common::{default_data_dir, draw_t, lr_at, load_recipe, loss_and_grads, open_data, set_vars, AdamConsts, Data, DataSource, Moments};
+use super::common::{loss_and_grads, open_data, set_vars, AdamConsts, Data, DataSource, Moments};
+pub use super::recipe::{Recipe, MAX_BATCH};
 use crate::nets::header::backend;
 use crate::nets::mlp::{bias_name, weight_name};
 use crate::nets::{CandleMlp, MlpConfig, NetInfo, ScoreMlp};
 use crate::rng::{self, Rng};
 use crate::io::tensors::TensorFile;
-
-/// Largest training batch (memory is batch × (d + width) values per layer).
-pub const MAX_BATCH: usize = 1 << 16;
-
-fn default_warmup() -> usize {
-    200
-}
-
-fn default_kind() -> String {
-    crate::nets::mlp::KIND.to_string()
-}
-
-/// A training recipe (the JSON files in `models/`). Paths are relative to the working directory.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Recipe {
-    /// The network's file kind; only `score_mlp` so far (an image U-Net would add its own kind and arch).
-    #[serde(default = "default_kind")]
-    pub kind: String,
-    /// Data source, e.g. `gmm:weights/gmm2d_up.safetensors`.
-    pub data: String,
-    /// Where the trained network goes.
-    pub out: PathBuf,
-    /// Architecture.
-    pub arch: MlpConfig,
-    /// Forward schedule; defaults to the data file's (else 0.1 and 20).
-    #[serde(default)]
-    pub beta_min: Option<f64>,
-    #[serde(default)]
-    pub beta_max: Option<f64>,
-    /// Optimisation steps.
-    pub steps: usize,
-    /// Samples per step.
-    pub batch: usize,
-    /// Peak learning rate.
-    pub lr: f64,
-    /// Final learning rate of the cosine decay (default: `lr`, i.e. constant).
-    #[serde(default)]
-    pub lr_final: Option<f64>,
-    /// Linear warm-up steps.
-    #[serde(default = "default_warmup")]
-    pub warmup: usize,
-    /// AdamW decoupled weight decay λ.
-    pub weight_decay: f64,
-    /// Smallest training time.
-    pub t_min: f64,
-    /// Fraction of each batch whose t is drawn log-uniformly on [t_min, 1] instead of uniformly (more
-    /// training at small noise levels; the loss's minimiser is the same for any t distribution).
-    #[serde(default)]
-    pub t_log_fraction: f64,
-    /// Seed of the run's random stream.
-    pub seed: u64,
-    /// Write a checkpoint every this many steps (0: never).
-    #[serde(default)]
-    pub checkpoint_every: usize,
-    /// Checkpoint file (default: `out` with extension `ckpt.safetensors`).
-    #[serde(default)]
-    pub checkpoint: Option<PathBuf>,
-    /// Name stored in the network file.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Where `fashion-mnist:` data is read: not part of the recipe file (the caller sets it; default
-    /// [`crate::io::idx::FASHION_MNIST_DIR`]).
-    #[serde(skip, default = "default_data_dir")]
-    pub data_dir: PathBuf,
-}
-
-impl Recipe {
-    /// Read a recipe file.
-    pub fn load(path: &Path) -> Result<Self> {
-        load_recipe(path)
-    }
-
-    /// Range checks.
-    pub fn check(&self) -> Result<()> {
-        if self.kind != crate::nets::mlp::KIND {
-            return Err(Error::param("kind", &self.kind, format!("mix-train knows only `{}`", crate::nets::mlp::KIND)));
-        }
-        self.arch.check().map_err(|r| Error::param("arch", serde_json::to_string(&self.arch).unwrap_or_default(), r))?;
-        if self.batch == 0 {
-            return Err(Error::param("batch", self.batch, "must be ≥ 1"));
-        }
-        crate::limits::at_most("batch", self.batch, MAX_BATCH)?;
-        let lr_ok = |v: f64| v.is_finite() && v > 0.0;
-        if !lr_ok(self.lr) || !self.lr_final.is_none_or(lr_ok) {
-            return Err(Error::param("lr / lr_final", format!("{} / {:?}", self.lr, self.lr_final), "must be finite and > 0"));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(Error::param("weight_decay", self.weight_decay, "must be finite and ≥ 0"));
-        }
-        if !(0.0..=1.0).contains(&self.t_log_fraction) {
-            return Err(Error::param("t_log_fraction", self.t_log_fraction, "must lie in [0, 1]"));
-        }
-        if !(self.t_min > 0.0 && self.t_min < 1.0) {
-            return Err(Error::param("t_min", self.t_min, "must lie in (0, 1)"));
-        }
-        self.data.parse::<DataSource>()?;
-        Ok(())
-    }
-
-    /// The checkpoint path.
-    pub fn checkpoint_path(&self) -> PathBuf {
-        self.checkpoint.clone().unwrap_or_else(|| self.out.with_extension("ckpt.safetensors"))
-    }
-
-    /// The training time of batch item `i`: the first ⌊t_log_fraction·batch⌋ items log-uniform on
-    /// [t_min, 1], the rest uniform.
-    pub fn draw_t(&self, i: usize, rng: &mut Rng) -> f64 {
-        draw_t(i, self.batch, self.t_min, self.t_log_fraction, rng)
-    }
-
-    /// Learning rate at step `k` (0-based).
-    pub fn lr_at(&self, k: usize) -> f64 {
-        lr_at(k, self.lr, self.lr_final, self.warmup, self.steps)
-    }
-}
 
 /// This trainer's AdamW constants (candle_nn::AdamW's defaults), the gradients' weights computed as 1 − β.
 const ADAM: AdamConsts = AdamConsts { beta1: 0.9, beta2: 0.999, g1: 1.0 - 0.9, g2: 1.0 - 0.999, eps: 1e-8 };

@@ -1,84 +1,27 @@
 //! Training the U-Net ([`crate::nets::ScoreUnet`], recipe kind `score_unet`) by denoising score
 //! matching: the same loss, time sampling, AdamW update and learning-rate schedule as
-//! [`crate::train`] (whose `Trainer` is specific to the MLP), over the candle U-Net graph.
+//! the MLP's [`crate::train::Trainer`], from the same recipe type ([`crate::train::recipe::ScoreRecipe`]), over
+//! the candle U-Net graph.
 //! Every random number comes from the recipe's seeded ChaCha8 stream. The trained network (and, with
 //! `checkpoint_every`, a checkpoint holding the weights; resuming is not implemented for the U-Net) is
 //! written with the recipe in its metadata.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor, Var};
-use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::nets::header::backend;
-use crate::nets::{ScoreUnet, UnetConfig, UnetGraph};
+use crate::nets::{ScoreUnet, UnetGraph};
 use crate::rng::{self, Rng};
-use super::common::{default_data_dir, draw_t, loss_and_grads, lr_at, open_data, set_vars, AdamConsts, Data, Moments};
+use super::common::{loss_and_grads, open_data, set_vars, AdamConsts, Data, Moments};
+pub use super::recipe::UnetRecipe;
 
 /// AdamW constants as this trainer has always had them: candle_nn::AdamW's defaults, but the gradients'
 /// weights written as the literals 0.1 and 0.001, which differ in the last bit of an f64 from the MLP
 /// trainer's 1 − β; kept so that a recipe trains the same network bit for bit as before.
 const ADAM: AdamConsts = AdamConsts { beta1: 0.9, beta2: 0.999, g1: 0.1, g2: 0.001, eps: 1e-8 };
-
-/// A U-Net training recipe (`models/unet_*.json`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UnetRecipe {
-    /// Must be `score_unet`.
-    pub kind: String,
-    /// Data source, e.g. `fashion-mnist:1,8`.
-    pub data: String,
-    pub out: PathBuf,
-    pub arch: UnetConfig,
-    #[serde(default)]
-    pub beta_min: Option<f64>,
-    #[serde(default)]
-    pub beta_max: Option<f64>,
-    pub steps: usize,
-    pub batch: usize,
-    pub lr: f64,
-    #[serde(default)]
-    pub lr_final: Option<f64>,
-    #[serde(default)]
-    pub warmup: usize,
-    pub weight_decay: f64,
-    pub t_min: f64,
-    #[serde(default)]
-    pub t_log_fraction: f64,
-    pub seed: u64,
-    #[serde(default)]
-    pub checkpoint_every: usize,
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Where `fashion-mnist:` data is read: not part of the recipe file (the caller sets it; default
-    /// [`crate::io::idx::FASHION_MNIST_DIR`]).
-    #[serde(skip, default = "default_data_dir")]
-    pub data_dir: PathBuf,
-}
-
-impl UnetRecipe {
-    /// As [`crate::train::Recipe::lr_at`].
-    pub fn lr_at(&self, k: usize) -> f64 {
-        lr_at(k, self.lr, self.lr_final, self.warmup, self.steps)
-    }
-
-    fn draw_t(&self, i: usize, rng: &mut Rng) -> f64 {
-        draw_t(i, self.batch, self.t_min, self.t_log_fraction, rng)
-    }
-
-    fn check(&self) -> Result<()> {
-        if self.kind != crate::nets::unet::KIND {
-            return Err(Error::param("kind", &self.kind, format!("expected `{}`", crate::nets::unet::KIND)));
-        }
-        crate::limits::at_most("batch", self.batch, super::mlp::MAX_BATCH)?;
-        if self.batch == 0 || !(self.lr > 0.0 && self.lr.is_finite()) || !(self.t_min > 0.0 && self.t_min < 1.0) || !(0.0..=1.0).contains(&self.t_log_fraction) {
-            return Err(Error::param("recipe", "batch/lr/t_min/t_log_fraction", "batch ≥ 1, lr > 0, t_min in (0, 1), t_log_fraction in [0, 1]"));
-        }
-        Ok(())
-    }
-}
 
 /// A U-Net training run.
 pub struct UnetTrainer {
