@@ -204,7 +204,7 @@ impl Composition {
         }
         let mut tot = 0.0;
         for i in 0..w.len() {
-            w[i] = if coef[i] > 0.0 { coef[i] * (scale * ell[i] - mx).exp() } else { 0.0 };
+            w[i] = if coef[i] > 0.0 { coef[i] * crate::lanes::exp(scale * ell[i] - mx) } else { 0.0 };
             tot += w[i];
         }
         w.iter_mut().for_each(|v| *v /= tot);

@@ -190,7 +190,7 @@ impl SampleRun {
 
     /// Normalised weights.
     pub fn weights(&self) -> Vec<f64> {
-        self.log_weights.iter().map(|l| l.exp()).collect()
+        self.log_weights.iter().map(|&l| lanes::exp(l)).collect()
     }
 
     /// `m` samples drawn from the weighted particles by systematic resampling (for pictures and for
@@ -428,6 +428,8 @@ impl<'a> Sampler<'a> {
             inc: vec![0.0; n],
             origin: (0..n).collect(),
             evals: 0,
+            spare: Vec::new(),
+            prop: Proposal::default(),
         }
     }
 
@@ -546,36 +548,56 @@ impl<'a> Sampler<'a> {
         let eps = 2.0 * r * r * d as f64 / mean_sq.max(1e-12);
         rng::par_fill_normal(rng, &mut st.z);
         let amp = (2.0 * eps).sqrt();
-        let xp: Vec<f64> = (0..n * d).map(|i| st.x[i] + eps * st.drift[i] + amp * st.z[i]).collect();
-        let mut sp = vec![vec![0.0; n * d]; k];
-        for (m, sc) in self.models.iter().zip(sp.iter_mut()) {
-            batch_score(*m, &xp, t, sc)?;
+        let mut p = std::mem::take(&mut st.prop);
+        p.x.resize(n * d, 0.0);
+        p.scores.resize_with(k, Vec::new);
+        p.scores.iter_mut().for_each(|s| s.resize(n * d, 0.0));
+        p.drift.resize(n * d, 0.0);
+        p.rate.resize(n, 0.0);
+        p.accept.resize(n, false);
+        p.x.par_iter_mut().zip(st.x.par_iter().zip(st.drift.par_iter()).zip(st.z.par_iter())).for_each(|(p, ((x, s), z))| *p = x + eps * s + amp * z);
+        for (m, sc) in self.models.iter().zip(p.scores.iter_mut()) {
+            batch_score(*m, &p.x, t, sc)?;
             if let Some(b) = first_bad_row(sc, d) {
                 return Err(non_finite(format!("score of model `{}` at a move's proposal (particle {b})", m.name()), step, t));
             }
         }
         st.evals += (n * k) as u64;
-        let mut dp = vec![0.0; d];
-        let mut w = vec![0.0; k];
-        let mut rows: Vec<&[f64]> = Vec::with_capacity(k);
-        let mut accepted = 0usize;
-        for b in 0..n {
-            let row = b * d..(b + 1) * d;
-            rows.clear();
-            rows.extend(sp.iter().map(|s| &s[row.clone()]));
-            let rp = self.composition.drift_and_rate(&rows, &[], None, c.kappa, &mut w, &mut dp);
-            let log_a = mala_log_accept(&st.x[row.clone()], &xp[row.clone()], &st.drift[row.clone()], &dp, eps);
-            let u = rng::uniform(rng);
-            if log_a.is_finite() && rp.is_finite() && u.ln() < log_a {
-                accepted += 1;
-                st.x[row.clone()].copy_from_slice(&xp[row.clone()]);
-                st.drift[row.clone()].copy_from_slice(&dp);
-                for (s, p) in st.scores.iter_mut().zip(&sp) {
-                    s[row.clone()].copy_from_slice(&p[row.clone()]);
-                }
-                st.rate[b] = rp;
+        // The uniforms in particle order from the main stream, then every particle's test on the pool.
+        p.us.clear();
+        p.us.extend((0..n).map(|_| rng::uniform(rng)));
+        let (comp, chunk) = (&self.composition, c.chunk);
+        let (x, drift, xp, sp, us) = (&st.x, &st.drift, &p.x, &p.scores, &p.us);
+        p.drift.par_chunks_mut(chunk * d).zip(p.rate.par_chunks_mut(chunk)).zip(p.accept.par_chunks_mut(chunk)).enumerate().for_each(|(ci, ((dc, rc), ac))| {
+            let mut w = vec![0.0; k];
+            let mut rows: Vec<&[f64]> = Vec::with_capacity(k);
+            for r in 0..rc.len() {
+                let b = ci * chunk + r;
+                let row = b * d..(b + 1) * d;
+                rows.clear();
+                rows.extend(sp.iter().map(|s| &s[row.clone()]));
+                let dp = &mut dc[r * d..(r + 1) * d];
+                rc[r] = comp.drift_and_rate(&rows, &[], None, c.kappa, &mut w, dp);
+                let log_a = mala_log_accept(&x[row.clone()], &xp[row.clone()], &drift[row], dp, eps);
+                ac[r] = log_a.is_finite() && rc[r].is_finite() && lanes::ln(us[b]) < log_a;
             }
+        });
+        let accept = &p.accept;
+        let take = |dst: &mut [f64], src: &[f64], width: usize| {
+            dst.par_chunks_mut(width).zip(src.par_chunks(width)).zip(accept.par_iter()).for_each(|((a, b), &ok)| {
+                if ok {
+                    a.copy_from_slice(b);
+                }
+            })
+        };
+        take(&mut st.x, &p.x, d);
+        take(&mut st.drift, &p.drift, d);
+        take(&mut st.rate, &p.rate, 1);
+        for (s, q) in st.scores.iter_mut().zip(&p.scores) {
+            take(s, q, d);
         }
+        let accepted = p.accept.iter().filter(|&&a| a).count();
+        st.prop = p;
         Ok((accepted as f64 / n as f64, eps))
     }
 
@@ -667,6 +689,23 @@ struct State {
     /// Index of the initial particle each current particle descends from.
     origin: Vec<usize>,
     evals: u64,
+    /// Reused buffers (a resampling's gather, a Metropolis move's proposal): allocated once, so that a
+    /// step allocates nothing of size n·d (freeing and re-faulting megabytes per step cost more than the
+    /// arithmetic, mostly in the kernel).
+    spare: Vec<f64>,
+    prop: Proposal,
+}
+
+/// A Metropolis move's proposal: positions, every model's scores, the drift and weight rate there, the
+/// uniforms and the verdicts.
+#[derive(Default)]
+struct Proposal {
+    x: Vec<f64>,
+    scores: Vec<Vec<f64>>,
+    drift: Vec<f64>,
+    rate: Vec<f64>,
+    us: Vec<f64>,
+    accept: Vec<bool>,
 }
 
 impl State {
@@ -674,19 +713,29 @@ impl State {
     fn gather(&mut self, c: &Consts, idx: &[usize]) {
         let d = c.d;
         self.origin = gather_rows(&self.origin, 1, idx);
-        self.x = gather_rows(&self.x, d, idx);
-        self.ell = gather_rows(&self.ell, c.k, idx);
-        self.drift = gather_rows(&self.drift, d, idx);
-        self.rate = gather_rows(&self.rate, 1, idx);
+        let spare = &mut self.spare;
+        gather_into(&mut self.x, spare, d, idx);
+        gather_into(&mut self.ell, spare, c.k, idx);
+        gather_into(&mut self.drift, spare, d, idx);
+        gather_into(&mut self.rate, spare, 1, idx);
         for sc in self.scores.iter_mut() {
-            *sc = gather_rows(sc, d, idx);
+            gather_into(sc, spare, d, idx);
         }
         if c.needs_div {
             for dv in self.divs.iter_mut() {
-                *dv = gather_rows(dv, 1, idx);
+                gather_into(dv, spare, 1, idx);
             }
         }
     }
+}
+
+/// Replace `data`'s rows by the rows `idx` of it, through `spare` (whose capacity is kept for the next).
+fn gather_into(data: &mut Vec<f64>, spare: &mut Vec<f64>, row: usize, idx: &[usize]) {
+    spare.clear();
+    for &i in idx {
+        spare.extend_from_slice(&data[i * row..(i + 1) * row]);
+    }
+    std::mem::swap(data, spare);
 }
 
 /// The coefficients of one step ([`Sampler::coefficients`]).

@@ -278,16 +278,16 @@ impl GaussianMixture {
         let m = resp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         if !m.is_finite() {
             let lse = crate::particles::log_sum_exp(resp);
-            resp.iter_mut().for_each(|r| *r = (*r - lse).exp());
+            resp.iter_mut().for_each(|r| *r = crate::lanes::exp(*r - lse));
             return lse;
         }
         let mut total = 0.0;
         for r in resp.iter_mut() {
-            *r = (*r - m).exp();
+            *r = crate::lanes::exp(*r - m);
             total += *r;
         }
         resp.iter_mut().for_each(|r| *r /= total);
-        m + total.ln()
+        m + crate::lanes::ln(total)
     }
 
     /// Component k's score s_k = (α μ_k − x) / V_k into `comp`.

@@ -11,35 +11,62 @@ use crate::rng::{self, Rng};
 
 /// `log Σ exp(a_i)`, stable; `-inf` for an empty slice or all `-inf`.
 pub fn log_sum_exp(a: &[f64]) -> f64 {
+    lse_and_ess(a).0
+}
+
+/// `log Σ exp(a_i)` and the effective sample size `(Σw)² / Σw²` of the weights `w_i = exp(a_i)`, from one
+/// exponential per entry: the entries are shifted by their maximum and summed in blocks of
+/// [`crate::rng::BLOCK`] (four lanes within a block, blocks in order; up to 16 entries in order), on the
+/// thread pool when there are many, so the result does not depend on the thread count. (−∞, 0) when every entry is −∞ or there are
+/// none; (+∞, 0) when one is +∞; NaN propagates.
+pub fn lse_and_ess(a: &[f64]) -> (f64, f64) {
+    use rayon::prelude::*;
     let m = a.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if m == f64::NEG_INFINITY {
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, 0.0);
     }
     if m == f64::INFINITY {
-        return f64::INFINITY;
+        return (f64::INFINITY, 0.0);
     }
-    m + a.iter().map(|&v| (v - m).exp()).sum::<f64>().ln()
+    if a.len() <= 16 {
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for &v in a {
+            let e = crate::lanes::exp(v - m);
+            s1 += e;
+            s2 += e * e;
+        }
+        return (m + crate::lanes::ln(s1), s1 * s1 / s2);
+    }
+    let block = |c: &[f64]| {
+        let mut e = [0.0f64; 256];
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for part in c.chunks(256) {
+            let e = &mut e[..part.len()];
+            e.iter_mut().zip(part).for_each(|(o, &v)| *o = crate::lanes::exp(v - m));
+            s1 += crate::lanes::sum(e);
+            s2 += crate::lanes::norm2(e);
+        }
+        (s1, s2)
+    };
+    let (s1, s2) = if a.len() <= crate::rng::BLOCK {
+        block(a)
+    } else {
+        let sums: Vec<(f64, f64)> =
+            if a.len() > 4 * crate::rng::BLOCK { a.par_chunks(crate::rng::BLOCK).map(block).collect() } else { a.chunks(crate::rng::BLOCK).map(block).collect() };
+        sums.iter().fold((0.0, 0.0), |(x, y), (p, q)| (x + p, y + q))
+    };
+    (m + crate::lanes::ln(s1), s1 * s1 / s2)
 }
 
 /// Normalised weights `exp(a_i - LSE(a))`.
 pub fn normalized_weights(log_w: &[f64]) -> Vec<f64> {
     let lse = log_sum_exp(log_w);
-    log_w.iter().map(|&a| (a - lse).exp()).collect()
+    log_w.iter().map(|&a| crate::lanes::exp(a - lse)).collect()
 }
 
-/// Effective sample size `(Σw)² / Σw²`, from max-shifted log-weights.
+/// Effective sample size `(Σw)² / Σw²`, from max-shifted log-weights (0 when all are −∞).
 pub fn ess(log_w: &[f64]) -> f64 {
-    let m = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !m.is_finite() {
-        return 0.0;
-    }
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &a in log_w {
-        let w = (a - m).exp();
-        s1 += w;
-        s2 += w * w;
-    }
-    s1 * s1 / s2
+    lse_and_ess(log_w).1
 }
 
 /// Number of distinct entries in a list of ancestor indices.
@@ -246,12 +273,14 @@ pub struct ParticleWeights {
     log_w: Vec<f64>,
     /// Σ over closed resampling epochs of `LSE(a) - log N`.
     log_z_closed: f64,
+    /// (LSE(log_w), ESS), when known (computed once after every change of the log-weights).
+    lse: Option<(f64, f64)>,
 }
 
 impl ParticleWeights {
     /// N particles with equal weights.
     pub fn new(n: usize) -> Self {
-        ParticleWeights { log_w: vec![0.0; n], log_z_closed: 0.0 }
+        ParticleWeights { log_w: vec![0.0; n], log_z_closed: 0.0, lse: None }
     }
 
     /// Number of particles.
@@ -271,29 +300,35 @@ impl ParticleWeights {
 
     /// Normalised weights.
     pub fn normalized(&self) -> Vec<f64> {
-        normalized_weights(&self.log_w)
+        let lse = self.summary().0;
+        self.log_w.iter().map(|&a| crate::lanes::exp(a - lse)).collect()
+    }
+
+    /// LSE of the log-weights and the ESS, from the cache when the weights have not changed.
+    fn summary(&self) -> (f64, f64) {
+        self.lse.unwrap_or_else(|| lse_and_ess(&self.log_w))
     }
 
     /// Current effective sample size.
     pub fn ess(&self) -> f64 {
-        ess(&self.log_w)
+        self.summary().1
     }
 
     /// Current estimate of log(Z_end / Z_start): closed epochs plus the open one.
     pub fn log_z(&self) -> f64 {
-        self.log_z_closed + log_sum_exp(&self.log_w) - (self.log_w.len() as f64).ln()
+        self.log_z_closed + self.summary().0 - crate::lanes::ln(self.log_w.len() as f64)
     }
 
     /// Add log-weight increments (one per particle), then resample under `policy` if the ESS is low and
     /// `t` lies in the policy's window. Returns the step's diagnostics, with the ancestors if resampled.
     pub fn step(&mut self, increments: &[f64], policy: &ResamplePolicy, t: f64, rng: &mut Rng) -> WeightStep {
         assert_eq!(increments.len(), self.log_w.len(), "one increment per particle");
-        let before = log_sum_exp(&self.log_w);
+        let before = self.summary().0;
         for (a, d) in self.log_w.iter_mut().zip(increments) {
             *a += d;
         }
-        let after = log_sum_exp(&self.log_w);
-        let ess = self.ess();
+        let (after, ess) = lse_and_ess(&self.log_w);
+        self.lse = Some((after, ess));
         let n = self.log_w.len();
         let mut out = WeightStep { ess, resampled: false, unique_ancestors: n, log_z_increment: after - before, ancestors: None };
         if policy.allows(t) && ess < policy.ess_threshold * n as f64 {
@@ -309,10 +344,12 @@ impl ParticleWeights {
     /// the ancestor indices.
     pub fn resample(&mut self, scheme: Resampler, rng: &mut Rng) -> Vec<usize> {
         let n = self.log_w.len();
-        self.log_z_closed += log_sum_exp(&self.log_w) - (n as f64).ln();
+        self.log_z_closed += self.summary().0 - crate::lanes::ln(n as f64);
         let w = self.normalized();
         let idx = scheme.ancestors(&w, n, rng);
         self.log_w.iter_mut().for_each(|a| *a = 0.0);
+        // What lse_and_ess gives for n zeros, exactly (sums of ones are exact).
+        self.lse = Some((crate::lanes::ln(n as f64), n as f64));
         idx
     }
 
@@ -320,6 +357,7 @@ impl ParticleWeights {
     pub fn set_log_weights(&mut self, log_w: Vec<f64>) {
         assert_eq!(log_w.len(), self.log_w.len());
         self.log_w = log_w;
+        self.lse = None;
     }
 }
 

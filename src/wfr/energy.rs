@@ -521,7 +521,7 @@ impl Energy for GmmEnergy {
         let lse = crate::particles::log_sum_exp(&lp);
         grad.iter_mut().for_each(|g| *g = 0.0);
         for j in 0..self.k {
-            let r = (lp[j] - lse).exp();
+            let r = crate::lanes::exp(lp[j] - lse);
             for c in 0..d {
                 let s = self.stds[j * d + c];
                 grad[c] += r * (x[c] - self.means[j * d + c]) / (s * s);

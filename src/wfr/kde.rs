@@ -137,7 +137,7 @@ pub fn silverman(x: &[f64], d: usize, w: &[f64]) -> f64 {
 /// Exact weighted Gaussian KDE: `log ρ̂(x_i) = LSE_j(log W_j − ‖x_i − x_j‖²/(2h²)) − (d/2) log(2πh²)`.
 /// O(N²·d), parallel over i (each sum sequential, so deterministic).
 pub fn log_kde_exact(x: &[f64], d: usize, w: &[f64], h: f64, out: &mut [f64]) {
-    let logw: Vec<f64> = w.iter().map(|v| v.ln()).collect();
+    let logw: Vec<f64> = w.iter().map(|&v| crate::lanes::ln(v)).collect();
     let c = -0.5 * d as f64 * (2.0 * std::f64::consts::PI * h * h).ln();
     let inv = 1.0 / (2.0 * h * h);
     out.par_iter_mut().enumerate().for_each(|(i, o)| {
@@ -155,13 +155,13 @@ pub fn log_kde_exact(x: &[f64], d: usize, w: &[f64], h: f64, out: &mut [f64]) {
             }
             let v = lw - q * inv;
             if v > m {
-                s = s * (m - v).exp() + 1.0;
+                s = s * crate::lanes::exp(m - v) + 1.0;
                 m = v;
             } else {
-                s += (v - m).exp();
+                s += crate::lanes::exp(v - m);
             }
         }
-        *o = m + s.ln() + c;
+        *o = m + crate::lanes::ln(s) + c;
     });
 }
 
@@ -182,7 +182,7 @@ fn kernel_taps(h: f64, delta: f64, radius: usize) -> Vec<f64> {
     (0..=2 * radius)
         .map(|m| {
             let u = (m as f64 - radius as f64) * delta;
-            norm * (-u * u / (2.0 * h * h)).exp()
+            norm * crate::lanes::exp(-u * u / (2.0 * h * h))
         })
         .collect()
 }
@@ -286,7 +286,7 @@ fn binned_1d(x: &[f64], w: &[f64], gr: &Grid, out: &mut [f64]) {
     out.par_iter_mut().enumerate().for_each(|(i, o)| {
         let (k, f) = pos(i, 0);
         let v = dens[k] * (1.0 - f) + dens[k + 1] * f;
-        *o = v.max(1e-300).ln();
+        *o = crate::lanes::ln(v.max(1e-300));
     });
 }
 
@@ -324,7 +324,7 @@ fn binned_2d(x: &[f64], w: &[f64], gr: &Grid, out: &mut [f64]) {
             + at(kx + 1, ky) * fx * (1.0 - fy)
             + at(kx, ky + 1) * (1.0 - fx) * fy
             + at(kx + 1, ky + 1) * fx * fy;
-        *o = v.max(1e-300).ln();
+        *o = crate::lanes::ln(v.max(1e-300));
     });
 }
 

@@ -93,7 +93,7 @@ pub(super) fn langevin_step(
                 bwd += b * b;
             }
             let log_alpha = u[i] - uy[i] + (fwd - bwd) * inv4;
-            unif[i].ln() < log_alpha
+            crate::lanes::ln(unif[i]) < log_alpha
         })
         .collect();
     let mut acc = 0usize;
