@@ -135,34 +135,23 @@ pub fn silverman(x: &[f64], d: usize, w: &[f64]) -> f64 {
 }
 
 /// Exact weighted Gaussian KDE: `log ρ̂(x_i) = LSE_j(log W_j − ‖x_i − x_j‖²/(2h²)) − (d/2) log(2πh²)`.
-/// O(N²·d), parallel over i (each sum sequential, so deterministic).
+/// O(N²·d), parallel over i; each row's exponents go to a buffer and their LSE is taken in bulk
+/// ([`crate::particles::lse_and_ess`]: fixed order, so deterministic).
 pub fn log_kde_exact(x: &[f64], d: usize, w: &[f64], h: f64, out: &mut [f64]) {
     let logw: Vec<f64> = w.iter().map(|&v| crate::lanes::ln(v)).collect();
     let c = -0.5 * d as f64 * (2.0 * std::f64::consts::PI * h * h).ln();
     let inv = 1.0 / (2.0 * h * h);
-    out.par_iter_mut().enumerate().for_each(|(i, o)| {
-        let xi = &x[i * d..(i + 1) * d];
-        let (mut m, mut s) = (f64::NEG_INFINITY, 0.0);
-        for (j, lw) in logw.iter().enumerate() {
-            if *lw == f64::NEG_INFINITY {
-                continue;
+    let n = logw.len();
+    out.par_iter_mut().enumerate().for_each_init(
+        || vec![0.0; n],
+        |v, (i, o)| {
+            let xi = &x[i * d..(i + 1) * d];
+            for (j, (vj, lw)) in v.iter_mut().zip(&logw).enumerate() {
+                *vj = lw - crate::lanes::dist2(xi, &x[j * d..(j + 1) * d]) * inv;
             }
-            let xj = &x[j * d..(j + 1) * d];
-            let mut q = 0.0;
-            for k in 0..d {
-                let z = xi[k] - xj[k];
-                q += z * z;
-            }
-            let v = lw - q * inv;
-            if v > m {
-                s = s * crate::lanes::exp(m - v) + 1.0;
-                m = v;
-            } else {
-                s += crate::lanes::exp(v - m);
-            }
-        }
-        *o = m + crate::lanes::ln(s) + c;
-    });
+            *o = crate::particles::lse_and_ess(v).0 + c;
+        },
+    );
 }
 
 /// A 1-D grid axis covering `[lo, hi]` plus the kernel radius.
