@@ -4,11 +4,13 @@
 //!
 //! - [`sampler`]: the checked [`Sampler`] and its run loop;
 //! - [`divergence`]: exact and Hutchinson divergence estimates, for the compositions that need them;
-//! - [`moves`]: the variance-minimising drift and the Metropolis-adjusted moves of geometric targets.
+//! - [`moves`]: the variance-minimising drift and the Metropolis-adjusted moves of geometric targets;
+//! - `state`: the run's per-particle buffers and their reused scratch.
 
 pub mod divergence;
 pub mod moves;
 pub mod sampler;
+mod state;
 
 pub use divergence::{DivergenceEstimator, Probe};
 pub use moves::{DriftGamma, MoveConfig};

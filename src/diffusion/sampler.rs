@@ -23,6 +23,7 @@ use crate::compose::Composition;
 use super::divergence::DivergenceEstimator;
 use crate::error::{Error, Result};
 use crate::model::{batch_score, check_compatible, AsScoreModel, ScoreModel};
+use super::state::{Proposal, State};
 use crate::particles::{gather_rows, ParticleWeights, ResamplePolicy, Resampler};
 use super::moves::{gamma_star, mala_log_accept, DriftGamma, MoveConfig};
 use crate::lanes;
@@ -335,7 +336,7 @@ impl<'a> Sampler<'a> {
             check_finite(&c, &st, step + 1, s)?;
             let ws = weights.step(&st.inc, &cfg.resample, s, &mut rng);
             if let Some(idx) = &ws.ancestors {
-                st.gather(&c, idx);
+                st.gather(c.d, c.k, c.needs_div, idx);
             }
             let (move_accept, move_step) = self.moves(&c, &mut st, step + 1, s, &mut move_scale, &mut rng)?;
             for _ in 0..cfg.corrector_steps {
@@ -674,68 +675,6 @@ struct Consts {
     geo: bool,
     /// Σ c_i of a geometric target (1 otherwise).
     c_sum: f64,
-}
-
-/// The per-particle buffers of a run (row-major: positions n × d, ℓ n × K, one score buffer per model).
-struct State {
-    x: Vec<f64>,
-    ell: Vec<f64>,
-    scores: Vec<Vec<f64>>,
-    divs: Vec<Vec<f64>>,
-    drift: Vec<f64>,
-    rate: Vec<f64>,
-    z: Vec<f64>,
-    inc: Vec<f64>,
-    /// Index of the initial particle each current particle descends from.
-    origin: Vec<usize>,
-    evals: u64,
-    /// Reused buffers (a resampling's gather, a Metropolis move's proposal): allocated once, so that a
-    /// step allocates nothing of size n·d (freeing and re-faulting megabytes per step cost more than the
-    /// arithmetic, mostly in the kernel).
-    spare: Vec<f64>,
-    prop: Proposal,
-}
-
-/// A Metropolis move's proposal: positions, every model's scores, the drift and weight rate there, the
-/// uniforms and the verdicts.
-#[derive(Default)]
-struct Proposal {
-    x: Vec<f64>,
-    scores: Vec<Vec<f64>>,
-    drift: Vec<f64>,
-    rate: Vec<f64>,
-    us: Vec<f64>,
-    accept: Vec<bool>,
-}
-
-impl State {
-    /// Copy every per-particle buffer from the ancestors `idx` of a resampling.
-    fn gather(&mut self, c: &Consts, idx: &[usize]) {
-        let d = c.d;
-        self.origin = gather_rows(&self.origin, 1, idx);
-        let spare = &mut self.spare;
-        gather_into(&mut self.x, spare, d, idx);
-        gather_into(&mut self.ell, spare, c.k, idx);
-        gather_into(&mut self.drift, spare, d, idx);
-        gather_into(&mut self.rate, spare, 1, idx);
-        for sc in self.scores.iter_mut() {
-            gather_into(sc, spare, d, idx);
-        }
-        if c.needs_div {
-            for dv in self.divs.iter_mut() {
-                gather_into(dv, spare, 1, idx);
-            }
-        }
-    }
-}
-
-/// Replace `data`'s rows by the rows `idx` of it, through `spare` (whose capacity is kept for the next).
-fn gather_into(data: &mut Vec<f64>, spare: &mut Vec<f64>, row: usize, idx: &[usize]) {
-    spare.clear();
-    for &i in idx {
-        spare.extend_from_slice(&data[i * row..(i + 1) * row]);
-    }
-    std::mem::swap(data, spare);
 }
 
 /// The coefficients of one step ([`Sampler::coefficients`]).
