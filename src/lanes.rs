@@ -83,12 +83,6 @@ pub fn weighted_dist2(x: &[f64], m: &[f64], w: &[f64]) -> f64 {
     })
 }
 
-/// Σ_j a_j b_j c_j.
-#[inline]
-pub fn dot3(a: &[f64], b: &[f64], c: &[f64]) -> f64 {
-    reduce3(a, b, c, |x, y, z| x * y * z)
-}
-
 /// Whether every value is finite (a NaN or ±∞ anywhere makes Σ 0·v NaN; finite values add exact zeros,
 /// so large finite values cannot overflow it).
 #[inline]
@@ -259,7 +253,6 @@ mod tests {
             assert_eq!(norm2(&a), exact(&|j| a[j] * a[j]));
             assert_eq!(sum(&b), exact(&|j| b[j]));
             assert_eq!(dist2(&a, &b), exact(&|j| (a[j] - b[j]).powi(2)));
-            assert_eq!(dot3(&a, &b, &c), exact(&|j| a[j] * b[j] * c[j]));
             assert_eq!(weighted_dist2(&a, &b, &c), exact(&|j| (a[j] - b[j]).powi(2) * c[j]));
         }
         assert!(all_finite(&[f64::MAX, f64::MAX, -f64::MAX, 1.0, 2.0]));

@@ -60,7 +60,11 @@ pub fn lse_and_ess(a: &[f64]) -> (f64, f64) {
 
 /// Normalised weights `exp(a_i - LSE(a))`.
 pub fn normalized_weights(log_w: &[f64]) -> Vec<f64> {
-    let lse = log_sum_exp(log_w);
+    shifted_exp(log_w, log_sum_exp(log_w))
+}
+
+/// `exp(a_i - lse)` for every entry.
+fn shifted_exp(log_w: &[f64], lse: f64) -> Vec<f64> {
     log_w.iter().map(|&a| crate::lanes::exp(a - lse)).collect()
 }
 
@@ -274,13 +278,13 @@ pub struct ParticleWeights {
     /// Σ over closed resampling epochs of `LSE(a) - log N`.
     log_z_closed: f64,
     /// (LSE(log_w), ESS), when known (computed once after every change of the log-weights).
-    lse: Option<(f64, f64)>,
+    summary: Option<(f64, f64)>,
 }
 
 impl ParticleWeights {
     /// N particles with equal weights.
     pub fn new(n: usize) -> Self {
-        ParticleWeights { log_w: vec![0.0; n], log_z_closed: 0.0, lse: None }
+        ParticleWeights { log_w: vec![0.0; n], log_z_closed: 0.0, summary: None }
     }
 
     /// Number of particles.
@@ -300,13 +304,12 @@ impl ParticleWeights {
 
     /// Normalised weights.
     pub fn normalized(&self) -> Vec<f64> {
-        let lse = self.summary().0;
-        self.log_w.iter().map(|&a| crate::lanes::exp(a - lse)).collect()
+        shifted_exp(&self.log_w, self.summary().0)
     }
 
     /// LSE of the log-weights and the ESS, from the cache when the weights have not changed.
     fn summary(&self) -> (f64, f64) {
-        self.lse.unwrap_or_else(|| lse_and_ess(&self.log_w))
+        self.summary.unwrap_or_else(|| lse_and_ess(&self.log_w))
     }
 
     /// Current effective sample size.
@@ -328,7 +331,7 @@ impl ParticleWeights {
             *a += d;
         }
         let (after, ess) = lse_and_ess(&self.log_w);
-        self.lse = Some((after, ess));
+        self.summary = Some((after, ess));
         let n = self.log_w.len();
         let mut out = WeightStep { ess, resampled: false, unique_ancestors: n, log_z_increment: after - before, ancestors: None };
         if policy.allows(t) && ess < policy.ess_threshold * n as f64 {
@@ -349,7 +352,7 @@ impl ParticleWeights {
         let idx = scheme.ancestors(&w, n, rng);
         self.log_w.iter_mut().for_each(|a| *a = 0.0);
         // What lse_and_ess gives for n zeros, exactly (sums of ones are exact).
-        self.lse = Some((crate::lanes::ln(n as f64), n as f64));
+        self.summary = Some((crate::lanes::ln(n as f64), n as f64));
         idx
     }
 
@@ -357,7 +360,7 @@ impl ParticleWeights {
     pub fn set_log_weights(&mut self, log_w: Vec<f64>) {
         assert_eq!(log_w.len(), self.log_w.len());
         self.log_w = log_w;
-        self.lse = None;
+        self.summary = None;
     }
 }
 
