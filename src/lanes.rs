@@ -236,8 +236,39 @@ pub fn ln(x: f64) -> f64 {
     e * LN2_HI - ((hfsq - (s * (hfsq + r) + e * LN2_LO)) - f)
 }
 
+/// e^x in f32 within 2 ulp for x in [−87, 88] (inputs outside are clamped there: e^x is then 1.6e−38
+/// or 1.7e38 instead of 0 or +∞, which no caller can tell apart); NaN stays NaN. Branch-free, so that
+/// loops over slices vectorise: k = round(x / ln 2) by the 1.5·2²³ trick, r = x − k ln 2 in two parts, a
+/// degree-6 Taylor polynomial on |r| ≤ ln2/2, and 2^k built from its bits.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let xc = x.clamp(-87.0, 88.0);
+    let t = xc * std::f32::consts::LOG2_E + MAGIC;
+    let kf = t - MAGIC;
+    let k = t.to_bits() as i32 - MAGIC.to_bits() as i32;
+    let r = (xc - kf * 0.693_145_75) - kf * 1.428_606_8e-6;
+    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((k + 127) << 23) as u32)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn exp_f32_within_two_ulp_of_f64_exp() {
+        let mut worst = 0.0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+            let want = (x as f64).exp();
+            let got = super::exp_f32(x) as f64;
+            let ulp = (want as f32).to_bits() as i64 - (got as f32).to_bits() as i64;
+            worst = worst.max((ulp.abs()) as f64);
+        }
+        assert!(worst <= 2.0, "worst {worst} ulp");
+        assert!(super::exp_f32(f32::NAN).is_nan());
+        assert!(super::exp_f32(-1e4) < 2e-38 && super::exp_f32(1e4) > 1e38);
+    }
     use super::*;
 
     /// The lane sums agree with exact (integer-valued, so exactly representable) sums at every length

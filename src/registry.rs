@@ -16,6 +16,41 @@ use crate::model::{GaussianMixture, ScoreModel};
 pub struct Loader {
     hf_cache: Option<PathBuf>,
     class_label: Option<u32>,
+    device: Placement,
+}
+
+/// Where a diffusers checkpoint's network runs: the CPU (the f32 CPU kernels, the default) or CUDA GPU
+/// `n` through candle (a build with the `cuda` feature). Every other model runs on the CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// CUDA device n.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for Placement {
+    type Err = Error;
+
+    /// `cpu`, `cuda` (device 0) or `cuda:N`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::param("device", s, "expected cpu, cuda or cuda:N");
+        match s {
+            "cpu" => Ok(Placement::Cpu),
+            "cuda" => Ok(Placement::Cuda(0)),
+            _ => s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Placement::Cuda).ok_or_else(bad),
+        }
+    }
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Placement::Cpu => write!(f, "cpu"),
+            Placement::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
 }
 
 impl Loader {
@@ -32,6 +67,12 @@ impl Loader {
         self
     }
 
+    /// A loader that places diffusers checkpoints on `device`.
+    pub fn device(mut self, device: Placement) -> Self {
+        self.device = device;
+        self
+    }
+
     /// Open the model `reference` points to: a file path, or an `hf:` reference.
     pub fn load(&self, reference: impl AsRef<Path>) -> Result<Box<dyn ScoreModel>> {
         let path = reference.as_ref();
@@ -40,7 +81,7 @@ impl Loader {
             None => path.to_path_buf(),
         };
         if path.is_dir() {
-            return open_dir(&path, self.class_label);
+            return open_dir(&path, self.class_label, self.device);
         }
         if let Some(l) = self.class_label {
             return Err(Error::param("class label", l, format!("{} is not a class-conditional checkpoint", path.display())));
@@ -87,14 +128,26 @@ pub fn load_file(path: &Path) -> Result<Box<dyn ScoreModel>> {
 }
 
 
-/// A diffusers checkpoint directory.
+/// A diffusers checkpoint directory, on `device`.
 #[cfg(feature = "nets")]
-fn open_dir(path: &Path, class_label: Option<u32>) -> Result<Box<dyn ScoreModel>> {
-    Ok(Box::new(crate::nets::diffusers::DiffusersModel::open(path, class_label)?))
+fn open_dir(path: &Path, class_label: Option<u32>, device: Placement) -> Result<Box<dyn ScoreModel>> {
+    let dev = match device {
+        Placement::Cpu => candle_core::Device::Cpu,
+        Placement::Cuda(n) => candle_core::Device::new_cuda(n).map_err(|e| Error::Unsupported {
+            model: path.display().to_string(),
+            what: format!("device {device}"),
+            hint: if cfg!(feature = "cuda") {
+                format!("CUDA failed: {}", e.to_string().lines().next().unwrap_or_default())
+            } else {
+                "this build has no CUDA support: rebuild with `--features cuda` (needs the CUDA toolkit), or use --device cpu".into()
+            },
+        })?,
+    };
+    Ok(Box::new(crate::nets::diffusers::DiffusersModel::open_on(path, class_label, &dev)?))
 }
 
 #[cfg(not(feature = "nets"))]
-fn open_dir(path: &Path, _: Option<u32>) -> Result<Box<dyn ScoreModel>> {
+fn open_dir(path: &Path, _: Option<u32>, _: Placement) -> Result<Box<dyn ScoreModel>> {
     Err(without_nets(path, "diffusers checkpoint"))
 }
 

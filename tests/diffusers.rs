@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use wfrmix::io::tensors::TensorFile;
 use wfrmix::nets::diffusers::{Unet2d, Unet2dConfig};
+use wfrmix::nets::unet2d_cpu::Unet2dCpu;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusers").join(name)
 }
 
+/// The worst error against diffusers' outputs, relative to the largest output (at least 1), of the
+/// candle network and of its CPU-kernel copy, and the largest difference between the two paths.
 fn check(name: &str) -> f64 {
     let dir = fixture(name);
     let cfg_path = dir.join("config.json");
@@ -25,14 +28,20 @@ fn check(name: &str) -> f64 {
     let (_, t) = r.tensor_f64("timesteps").unwrap();
     let (_, want) = r.tensor_f64("out").unwrap();
     let labels: Option<Vec<u32>> = r.names().iter().any(|n| n == "class_labels").then(|| r.tensor_f64("class_labels").unwrap().1.iter().map(|&v| v as u32).collect());
-    let xt = Tensor::from_vec(x.iter().map(|&v| v as f32).collect::<Vec<_>>(), xs.as_slice(), &Device::Cpu).unwrap();
+    let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let xt = Tensor::from_vec(xf.clone(), xs.as_slice(), &Device::Cpu).unwrap();
     let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
     let got: Vec<f32> = net.forward(&xt, &tf, labels.as_deref()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let cpu = Unet2dCpu::new(&net, xs[2], xs[3]).unwrap();
+    let mut fast = vec![0.0f32; want.len()];
+    cpu.forward(&xf, &tf, labels.as_deref(), &mut fast).unwrap();
     assert_eq!(got.len(), want.len());
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let err = got.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
-    eprintln!("{name}: max |candle − diffusers| = {err:.2e} (max |out| {scale:.3})");
-    err / scale.max(1.0)
+    let worst = |a: &[f32]| a.iter().zip(&want).fold(0.0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+    let (err, err_cpu) = (worst(&got), worst(&fast));
+    let between = got.iter().zip(&fast).fold(0.0f64, |m, (a, b)| m.max((a - b).abs() as f64));
+    eprintln!("{name}: max |candle − diffusers| = {err:.2e}, |cpu − diffusers| = {err_cpu:.2e}, |candle − cpu| = {between:.2e} (max |out| {scale:.3})");
+    err.max(err_cpu).max(between) / scale.max(1.0)
 }
 
 // Both sides compute in f32 with different summation orders (convolutions, group norms, softmax):
@@ -216,8 +225,8 @@ fn broken_checkpoints_are_named_errors() {
     }
 }
 
-/// Same seed, same samples on 1 and 3 threads with a checkpoint (candle's CPU kernels split rows, not
-/// sums, across threads).
+/// Same seed, same samples on 1 and 3 threads with a checkpoint (the CPU kernels cut the batch into
+/// teams of images by index and never split a sum across threads).
 #[test]
 fn checkpoint_runs_do_not_depend_on_the_thread_count() {
     let tmp = tempfile::tempdir().unwrap();

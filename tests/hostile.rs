@@ -475,6 +475,10 @@ fn hostile_files_flags_and_aliases_end_in_one_line_errors_and_change_nothing() {
         (vec!["--t=-0.5"], "--t"),
         (vec!["--t", "0.5", "--class", "9"], "class"),
         (vec!["--t", "0.5", "--threads", "0"], "threads"),
+        (vec!["--t", "0.5", "--device", "gpu"], "device"),
+        (vec!["--t", "0.5", "--device", "cuda:x"], "device"),
+        // This build has no `cuda` feature (CI's): the device is refused by name, with the fix.
+        (vec!["--t", "0.5", "--device", "cuda:0"], if cfg!(feature = "cuda") { "" } else { "--features cuda" }),
     ] {
         let mut args = s(&["--model", ck.to_str().unwrap(), "--input", x_in.to_str().unwrap(), "--out", eout.to_str().unwrap()]);
         args.extend(s(&flags));

@@ -10,7 +10,7 @@ use clap::Parser;
 
 use wfrmix::io::hub;
 use wfrmix::jobs::eval::{self, EvalJob};
-use wfrmix::registry::Loader;
+use wfrmix::registry::{Loader, Placement};
 
 mod common;
 
@@ -31,6 +31,9 @@ struct Args {
     /// Class label for class-conditional checkpoints.
     #[arg(long)]
     class: Option<u32>,
+    /// Where a diffusers checkpoint runs: cpu (the CPU kernels), cuda or cuda:N (a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: Placement,
     /// Output safetensors file.
     #[arg(long, value_name = "OUT.safetensors")]
     out: PathBuf,
@@ -47,7 +50,7 @@ fn run(args: Args) -> Result<()> {
     let hf_cache = hub::cache_dir(std::env::var_os("HF_HUB_CACHE"), std::env::var_os("HF_HOME"), std::env::var_os("HOME"));
     let job = EvalJob {
         model: args.model,
-        loader: Loader::default().hf_cache(hf_cache).class_label(args.class),
+        loader: Loader::default().hf_cache(hf_cache).class_label(args.class).device(args.device),
         input: args.input,
         times: args.t,
         out: args.out,

@@ -10,7 +10,7 @@ use clap::Parser;
 
 use wfrmix::io::hub;
 use wfrmix::jobs::mix::{self, MixJob};
-use wfrmix::registry::Loader;
+use wfrmix::registry::{Loader, Placement};
 use wfrmix::{ComposeKind, CompositionSpec, DivergenceEstimator, DriftGamma, Integrator, MixtureMethod, MoveConfig, Probe, ResamplePolicy, Resampler, SamplerConfig, TimeGrid};
 
 mod common;
@@ -84,6 +84,10 @@ struct Args {
     /// Class label for class-conditional diffusers checkpoints (num_class_embeds), used for every particle.
     #[arg(long)]
     class_label: Option<u32>,
+    /// Where diffusers checkpoints run: cpu (the CPU kernels), cuda or cuda:N (a build with the `cuda`
+    /// feature); other models always run on the CPU.
+    #[arg(long, default_value = "cpu")]
+    device: Placement,
     /// Skip the final noise-free denoising (Tweedie) step.
     #[arg(long)]
     no_denoise: bool,
@@ -155,7 +159,7 @@ fn job(args: Args) -> Result<MixJob> {
         anyhow::ensure!(!given || geometric, "{flag} applies to geometric, product and anneal compositions only; leave it out for --compose {}", format!("{:?}", args.compose).to_lowercase());
     }
     Ok(MixJob {
-        loader: Loader::default().hf_cache(hf_cache).class_label(args.class_label),
+        loader: Loader::default().hf_cache(hf_cache).class_label(args.class_label).device(args.device),
         spec: CompositionSpec {
             kind: args.compose,
             n_models: args.models.len(),

@@ -13,6 +13,7 @@ use crate::nets::header::backend;
 use crate::schedule::VpSchedule;
 
 pub use crate::nets::unet2d::{Unet2d, Unet2dConfig};
+use crate::nets::unet2d_cpu::Unet2dCpu;
 use crate::nets::unet2d::json_object;
 
 /// What a checkpoint's network predicts (its scheduler's `prediction_type`).
@@ -77,6 +78,8 @@ struct SchedulerConfig {
 /// prediction (ε, v or x₀) at the label N t − 1 of its discrete schedule (maths §1′).
 pub struct DiffusersModel {
     net: Unet2d,
+    /// The network on the f32 CPU kernels, when it lives on the CPU (candle evaluates it elsewhere).
+    cpu: Option<Unet2dCpu>,
     name: String,
     shape: Vec<usize>,
     schedule: VpSchedule,
@@ -85,16 +88,23 @@ pub struct DiffusersModel {
     schedule_source: String,
 }
 
-/// Rows per network call (bounds the activations' memory).
-const CHUNK: usize = 64;
+/// Rows per network call (bounds the f32 staging and, on a GPU, the activations' memory).
+const CHUNK: usize = 256;
 
 impl DiffusersModel {
     /// Open a diffusers checkpoint directory: `config.json` and `diffusion_pytorch_model.safetensors`
     /// at its root (as google/ddpm-cifar10-32 ships them) or under `unet/` (as pipelines save them), and
     /// the scheduler's `scheduler/scheduler_config.json` or a root `scheduler_config.json` (DDPM's
     /// defaults when there is none, said by [`Self::schedule_source`]). `class_label` is required for a
-    /// class-conditional checkpoint and refused for any other.
+    /// class-conditional checkpoint and refused for any other. It runs on the CPU kernels of
+    /// [`Unet2dCpu`]; [`Self::open_on`] places it on another device.
     pub fn open(dir: &Path, class_label: Option<u32>) -> Result<Self> {
+        Self::open_on(dir, class_label, &Device::Cpu)
+    }
+
+    /// [`Self::open`] with the network on `device`: the CPU kernels for [`Device::Cpu`], candle's
+    /// device-generic network on any other (a CUDA GPU with the `cuda` feature).
+    pub fn open_on(dir: &Path, class_label: Option<u32>, device: &Device) -> Result<Self> {
         let unet_dir = if dir.join("config.json").is_file() { dir.to_path_buf() } else { dir.join("unet") };
         let cfg_path = unet_dir.join("config.json");
         let weights = unet_dir.join("diffusion_pytorch_model.safetensors");
@@ -136,11 +146,12 @@ impl DiffusersModel {
             "sample" => Prediction::Sample,
             other => return Err(serr("prediction_type", format!("`{other}` is not supported (epsilon, v_prediction, sample)"))),
         };
-        let net = Unet2d::load(cfg, &weights, &Device::Cpu)?;
+        let net = Unet2d::load(cfg, &weights, device)?;
+        let cpu = if device.is_cpu() { Some(Unet2dCpu::new(&net, h, w)?) } else { None };
         if let (Some(k), None) = (net.config().num_class_embeds, class_label) {
             return Err(merr("num_class_embeds", format!("the checkpoint is class-conditional ({k} classes): give a class label 0 to {} (mix-sample --class-label)", k - 1)));
         }
-        let m = DiffusersModel { net, name: dir.display().to_string(), shape, schedule, prediction, class_label: None, schedule_source };
+        let m = DiffusersModel { net, cpu, name: dir.display().to_string(), shape, schedule, prediction, class_label: None, schedule_source };
         match class_label {
             Some(l) => m.with_class_label(l),
             None => Ok(m),
@@ -205,7 +216,8 @@ impl ScoreModel for DiffusersModel {
 
     fn notes(&self) -> Vec<String> {
         let class = self.class_label.map(|l| format!(", class {l}")).unwrap_or_default();
-        vec![format!("{}: UNet2DModel, {:?} prediction{class}, schedule from {}", self.name, self.prediction, self.schedule_source)]
+        let place = if self.cpu.is_some() { "CPU kernels".to_string() } else { format!("{:?}", self.net.device().location()) };
+        vec![format!("{}: UNet2DModel, {:?} prediction{class}, schedule from {}, on {place}", self.name, self.prediction, self.schedule_source)]
     }
 
     fn score_and_raw(&self, x: &[f64], t: f64, score: &mut [f64], raw: &mut [f64]) -> Result<bool> {
@@ -234,9 +246,20 @@ impl DiffusersModel {
         let be = backend("evaluating a diffusers checkpoint");
         for (ci, (xc, oc)) in x.chunks(CHUNK * d).zip(out.chunks_mut(CHUNK * d)).enumerate() {
             let m = xc.len() / d;
-            let xt = Tensor::from_vec(xc.iter().map(|&v| v as f32).collect::<Vec<_>>(), (m, self.shape[0], self.shape[1], self.shape[2]), &Device::Cpu).map_err(&be)?;
+            let xf: Vec<f32> = xc.iter().map(|&v| v as f32).collect();
             let labels = self.class_label.map(|l| vec![l; m]);
-            let pred: Vec<f32> = self.net.forward(&xt, &vec![label; m], labels.as_deref())?.flatten_all().and_then(|p| p.to_vec1()).map_err(&be)?;
+            let pred: Vec<f32> = match &self.cpu {
+                Some(cpu) => {
+                    let mut p = vec![0.0f32; xc.len()];
+                    cpu.forward(&xf, &vec![label; m], labels.as_deref(), &mut p)?;
+                    p
+                }
+                None => {
+                    let dev = self.net.device();
+                    let xt = Tensor::from_vec(xf, (m, self.shape[0], self.shape[1], self.shape[2]), dev).map_err(&be)?;
+                    self.net.forward(&xt, &vec![label; m], labels.as_deref())?.flatten_all().and_then(|p| p.to_device(&Device::Cpu)).and_then(|p| p.to_vec1()).map_err(&be)?
+                }
+            };
             if let Some(r) = raw.as_deref_mut() {
                 let start = ci * CHUNK * d;
                 r[start..start + xc.len()].iter_mut().zip(&pred).for_each(|(o, &p)| *o = p as f64);

@@ -7,6 +7,8 @@
 //!   through candle in f32, with its custom kernels in [`ops`];
 //! - [`unet2d::Unet2d`], diffusers' `UNet2DModel` built from its `config.json`, and
 //!   [`diffusers::DiffusersModel`], a checkpoint directory (network, scheduler, prediction) as a score model;
+//! - [`unet2d_cpu::Unet2dCpu`], the same network on the f32 CPU kernels of [`kernels`] (im2col + GEMM
+//!   convolutions, fused group norms, attention as GEMMs), the path checkpoints take on the CPU;
 //! - [`classifier::Classifier`], a Fashion-MNIST classifier used to judge generated images (file kind
 //!   `fmnist_classifier`).
 //!
@@ -15,10 +17,12 @@
 pub mod classifier;
 pub mod diffusers;
 pub mod header;
+pub mod kernels;
 pub mod mlp;
 pub mod ops;
 pub mod unet;
 pub mod unet2d;
+pub mod unet2d_cpu;
 
 pub use header::NetInfo;
 pub use mlp::{CandleMlp, MlpConfig, ScoreMlp};

@@ -17,6 +17,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Embedding, GroupNorm, Linear, VarBuilder};
+use crate::nets::kernels::Act;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -219,48 +220,51 @@ impl Unet2dConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Act {
-    Silu,
-    Mish,
-    Gelu,
-    Relu,
-}
-
-impl Act {
-    fn of(name: &str) -> Act {
-        match name {
-            "mish" => Act::Mish,
-            "gelu" => Act::Gelu,
-            "relu" => Act::Relu,
-            _ => Act::Silu,
-        }
-    }
-
-    fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Act::Silu => x.silu(),
-            Act::Gelu => x.gelu_erf(),
-            Act::Relu => x.relu(),
-            // x · tanh(softplus(x)), softplus(x) = ln(1 + eˣ) computed stably as max(x, 0) + ln(1 + e^−|x|).
-            Act::Mish => {
-                let sp = (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
-                x * sp.tanh()?
-            }
+/// `act` on a tensor.
+fn act_t(act: Act, x: &Tensor) -> candle_core::Result<Tensor> {
+    match act {
+        Act::Silu => x.silu(),
+        Act::Gelu => x.gelu_erf(),
+        Act::Relu => x.relu(),
+        // x · tanh(softplus(x)), softplus(x) = ln(1 + eˣ) computed stably as max(x, 0) + ln(1 + e^−|x|).
+        Act::Mish => {
+            let sp = (x.relu()? + (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+            x * sp.tanh()?
         }
     }
 }
 
-struct Resnet {
-    norm1: GroupNorm,
-    conv1: Conv2d,
-    temb: Linear,
-    norm2: GroupNorm,
-    conv2: Conv2d,
-    shortcut: Option<Conv2d>,
-    scale_shift: bool,
-    out_scale: f64,
-    act: Act,
+/// A group norm whose parameters stay readable (candle's `GroupNorm` hides them).
+pub(super) struct GNorm {
+    gn: GroupNorm,
+    pub(super) groups: usize,
+    pub(super) eps: f64,
+    pub(super) weight: Tensor,
+    pub(super) bias: Tensor,
+}
+
+impl GNorm {
+    fn new(groups: usize, ch: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Self> {
+        let weight = vb.get_with_hints(ch, "weight", candle_nn::Init::Const(1.0))?;
+        let bias = vb.get_with_hints(ch, "bias", candle_nn::Init::Const(0.0))?;
+        Ok(GNorm { gn: GroupNorm::new(weight.clone(), bias.clone(), ch, groups, eps)?, groups, eps, weight, bias })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.gn.forward(x)
+    }
+}
+
+pub(super) struct Resnet {
+    pub(super) norm1: GNorm,
+    pub(super) conv1: Conv2d,
+    pub(super) temb: Linear,
+    pub(super) norm2: GNorm,
+    pub(super) conv2: Conv2d,
+    pub(super) shortcut: Option<Conv2d>,
+    pub(super) scale_shift: bool,
+    pub(super) out_scale: f64,
+    pub(super) act: Act,
 }
 
 fn conv(cin: usize, cout: usize, k: usize, padding: usize, stride: usize, vb: VarBuilder) -> candle_core::Result<Conv2d> {
@@ -272,10 +276,10 @@ impl Resnet {
         let scale_shift = c.resnet_time_scale_shift == "scale_shift";
         let g = c.norm_num_groups;
         Ok(Resnet {
-            norm1: candle_nn::group_norm(g, cin, c.norm_eps, vb.pp("norm1"))?,
+            norm1: GNorm::new(g, cin, c.norm_eps, vb.pp("norm1"))?,
             conv1: conv(cin, cout, 3, 1, 1, vb.pp("conv1"))?,
             temb: candle_nn::linear(temb, if scale_shift { 2 * cout } else { cout }, vb.pp("time_emb_proj"))?,
-            norm2: candle_nn::group_norm(g, cout, c.norm_eps, vb.pp("norm2"))?,
+            norm2: GNorm::new(g, cout, c.norm_eps, vb.pp("norm2"))?,
             conv2: conv(cout, cout, 3, 1, 1, vb.pp("conv2"))?,
             shortcut: if cin != cout { Some(conv(cin, cout, 1, 0, 1, vb.pp("conv_shortcut"))?) } else { None },
             scale_shift,
@@ -285,8 +289,8 @@ impl Resnet {
     }
 
     fn forward(&self, x: &Tensor, temb: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.conv1.forward(&self.act.apply(&self.norm1.forward(x)?)?)?;
-        let t = self.temb.forward(&self.act.apply(temb)?)?.unsqueeze(2)?.unsqueeze(3)?;
+        let h = self.conv1.forward(&act_t(self.act, &self.norm1.forward(x)?)?)?;
+        let t = self.temb.forward(&act_t(self.act, temb)?)?.unsqueeze(2)?.unsqueeze(3)?;
         let h = if self.scale_shift {
             let ch = t.dim(1)? / 2;
             let (scale, shift) = (t.narrow(1, 0, ch)?, t.narrow(1, ch, ch)?);
@@ -294,7 +298,7 @@ impl Resnet {
         } else {
             self.norm2.forward(&h.broadcast_add(&t)?)?
         };
-        let h = self.conv2.forward(&self.act.apply(&h)?)?;
+        let h = self.conv2.forward(&act_t(self.act, &h)?)?;
         let skip = match &self.shortcut {
             Some(s) => s.forward(x)?,
             None => x.clone(),
@@ -303,14 +307,14 @@ impl Resnet {
     }
 }
 
-struct Attn {
-    norm: Option<GroupNorm>,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    heads: usize,
-    rescale: f64,
+pub(super) struct Attn {
+    pub(super) norm: Option<GNorm>,
+    pub(super) q: Linear,
+    pub(super) k: Linear,
+    pub(super) v: Linear,
+    pub(super) out: Linear,
+    pub(super) heads: usize,
+    pub(super) rescale: f64,
 }
 
 impl Attn {
@@ -319,7 +323,7 @@ impl Attn {
         // Current naming, else the older one diffusers converts on load.
         let (q, k, v, o) = if vb.contains_tensor("to_q.weight") { ("to_q", "to_k", "to_v", "to_out.0") } else { ("query", "key", "value", "proj_attn") };
         Ok(Attn {
-            norm: groups.map(|g| candle_nn::group_norm(g, ch, eps, vb.pp("group_norm"))).transpose()?,
+            norm: groups.map(|g| GNorm::new(g, ch, eps, vb.pp("group_norm"))).transpose()?,
             q: candle_nn::linear(ch, ch, vb.pp(q))?,
             k: candle_nn::linear(ch, ch, vb.pp(k))?,
             v: candle_nn::linear(ch, ch, vb.pp(v))?,
@@ -349,11 +353,11 @@ impl Attn {
     }
 }
 
-struct DownBlock {
-    resnets: Vec<Resnet>,
-    attns: Vec<Attn>,
-    down: Option<Conv2d>,
-    pad_right: bool,
+pub(super) struct DownBlock {
+    pub(super) resnets: Vec<Resnet>,
+    pub(super) attns: Vec<Attn>,
+    pub(super) down: Option<Conv2d>,
+    pub(super) pad_right: bool,
 }
 
 /// The heads' width of a block with `out` channels (`attention_head_dim`; null: one head).
@@ -380,10 +384,10 @@ impl DownBlock {
     }
 }
 
-struct UpBlock {
-    resnets: Vec<Resnet>,
-    attns: Vec<Attn>,
-    up: Option<Conv2d>,
+pub(super) struct UpBlock {
+    pub(super) resnets: Vec<Resnet>,
+    pub(super) attns: Vec<Attn>,
+    pub(super) up: Option<Conv2d>,
 }
 
 impl UpBlock {
@@ -410,10 +414,10 @@ impl UpBlock {
     }
 }
 
-struct MidBlock {
-    first: Resnet,
-    attn: Option<Attn>,
-    second: Resnet,
+pub(super) struct MidBlock {
+    pub(super) first: Resnet,
+    pub(super) attn: Option<Attn>,
+    pub(super) second: Resnet,
 }
 
 impl MidBlock {
@@ -433,13 +437,15 @@ impl MidBlock {
 }
 
 /// The time embedding's input features.
-enum TimeProj {
+#[derive(Clone)]
+pub(super) enum TimeProj {
     Positional { dim: usize, flip: bool, shift: f64 },
     Fourier { weight: Vec<f32> },
 }
 
 impl TimeProj {
-    fn features(&self, t: &[f32]) -> (Vec<f32>, usize) {
+    /// The features of each of the labels `t` (row-major) and their number per label.
+    pub(super) fn features(&self, t: &[f32]) -> (Vec<f32>, usize) {
         match self {
             TimeProj::Positional { dim, flip, shift } => {
                 let half = dim / 2;
@@ -476,18 +482,18 @@ impl TimeProj {
 
 /// A `UNet2DModel`, ready to evaluate.
 pub struct Unet2d {
-    cfg: Unet2dConfig,
-    conv_in: Conv2d,
-    time: TimeProj,
-    lin1: Linear,
-    lin2: Linear,
-    class_emb: Option<Embedding>,
-    downs: Vec<DownBlock>,
-    mid: Option<MidBlock>,
-    ups: Vec<UpBlock>,
-    norm_out: GroupNorm,
-    conv_out: Conv2d,
-    device: Device,
+    pub(super) cfg: Unet2dConfig,
+    pub(super) conv_in: Conv2d,
+    pub(super) time: TimeProj,
+    pub(super) lin1: Linear,
+    pub(super) lin2: Linear,
+    pub(super) class_emb: Option<Embedding>,
+    pub(super) downs: Vec<DownBlock>,
+    pub(super) mid: Option<MidBlock>,
+    pub(super) ups: Vec<UpBlock>,
+    pub(super) norm_out: GNorm,
+    pub(super) conv_out: Conv2d,
+    pub(super) device: Device,
 }
 
 impl Unet2d {
@@ -519,7 +525,7 @@ impl Unet2d {
             downs,
             mid,
             ups,
-            norm_out: candle_nn::group_norm(c.norm_num_groups, ch[0], c.norm_eps, vb.pp("conv_norm_out"))?,
+            norm_out: GNorm::new(c.norm_num_groups, ch[0], c.norm_eps, vb.pp("conv_norm_out"))?,
             conv_out: conv(ch[0], c.out_channels, 3, 1, 1, vb.pp("conv_out"))?,
             device,
             cfg,
