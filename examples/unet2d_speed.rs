@@ -1,5 +1,5 @@
-//! Forward cost of diffusers' `UNet2DModel` on this machine: the CPU kernels (`Unet2dCpu`) against the
-//! candle network, as seconds per batch, GFLOP/s and the fraction of the cores' f32 peak (`PEAK`, GFLOP/s,
+//! Forward and VJP cost of diffusers' `UNet2DModel` on this machine: the CPU kernels (`Unet2dCpu`)
+//! against the candle network (forward), as seconds per batch, GFLOP/s and the fraction of the cores' f32 peak (`PEAK`, GFLOP/s,
 //! default 157: two Zen 3 cores, AVX2, two FMA pipes). Random weights; the configuration is the
 //! diffusers course's MNIST model (`mnist`, 1.7 M parameters), DDPM-CIFAR-10's (`cifar`, 35.7 M) or a
 //! `config.json` path. Threads: rayon's pool (RAYON_NUM_THREADS).
@@ -58,6 +58,15 @@ fn main() -> anyhow::Result<()> {
     let s = t0.elapsed().as_secs_f64() / reps as f64;
     let rate = flops * batch as f64 / s / 1e9;
     println!("cpu kernels: {s:.3} s per batch, {rate:.1} GFLOP/s, {:.0}% of peak", 100.0 * rate / peak);
+    let mut g = vec![0.0f32; batch * d];
+    let v: Vec<f32> = x.iter().rev().copied().collect();
+    cpu.vjp(&x, &t, None, &v, &mut g)?;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        cpu.vjp(&x, &t, None, &v, &mut g)?;
+    }
+    let sv = t0.elapsed().as_secs_f64() / reps as f64;
+    println!("cpu kernels VJP (forward + input gradient): {sv:.3} s per batch, {:.2} forwards", sv / s);
     if with_candle {
         let xt = Tensor::from_vec(x.clone(), (batch, c, h, w), &Device::Cpu)?;
         let mut got = net.forward(&xt, &t, None)?;

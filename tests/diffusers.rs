@@ -336,3 +336,98 @@ fn a_mixture_under_a_cosine_schedule_hits_its_fraction() {
     eprintln!("cosine schedule: fraction in down's half-plane {f:.4} (truth 0.3)");
     assert!((f - 0.3).abs() < 0.03, "{f}");
 }
+
+/// The CPU kernels' reverse mode against central differences of their own forward pass, on every
+/// fixture (attention with several heads and one, scale_shift, centred input, unpadded downsampling,
+/// class conditioning, the Fourier embedding without a mid block): for random directions u and
+/// cotangents v, u · Jᵀv must equal (v · f(x + εu) − v · f(x − εu)) / 2ε.
+///
+/// Tolerance: the network computes in f32, its outputs carry rounding noise of ≈ 1e-6 relative (the
+/// size of its disagreement with diffusers above), so the difference quotient carries ≈
+/// 1e-6·Σ|v_i f_i|/ε; 1e-5·Σ|v_i f_i|/ε bounds it with a factor 10. Truncation is O(ε² f''') ≈ 1e-4
+/// relative at ε = 0.01 for inputs of unit size, covered by 2e-3·|FD|. A wrong adjoint (a missing
+/// term, a transposed weight) is off by O(1) relative.
+#[test]
+fn cpu_kernel_vjp_matches_central_differences_on_every_fixture() {
+    for name in ["ddpm_tiny", "scale_shift", "class_cond", "no_mid_fourier"] {
+        let dir = fixture(name);
+        let cfg_path = dir.join("config.json");
+        let cfg = Unet2dConfig::from_json(&cfg_path, &std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        let net = Unet2d::load(cfg, &dir.join("diffusion_pytorch_model.safetensors"), &Device::Cpu).unwrap();
+        let r = TensorFile::open(&dir.join("reference.safetensors")).unwrap();
+        let (xs, x) = r.tensor_f64("x").unwrap();
+        let (_, t) = r.tensor_f64("timesteps").unwrap();
+        let labels: Option<Vec<u32>> = r.names().iter().any(|n| n == "class_labels").then(|| r.tensor_f64("class_labels").unwrap().1.iter().map(|&v| v as u32).collect());
+        let cpu = Unet2dCpu::new(&net, xs[2], xs[3]).unwrap();
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        // Fourier models take noise levels, not labels: keep them positive.
+        let tf: Vec<f32> = t.iter().map(|&v| if name == "no_mid_fourier" { 0.5 + v as f32 / 1000.0 } else { v as f32 }).collect();
+        let mut rng = wfrmix::rng::seeded(7);
+        let mut noise = |n: usize| {
+            let mut a = vec![0.0; n];
+            wfrmix::rng::fill_normal(&mut rng, &mut a);
+            a.iter().map(|&v| v as f32).collect::<Vec<f32>>()
+        };
+        let (v, u) = (noise(xf.len()), noise(xf.len()));
+        let mut g = vec![0.0f32; xf.len()];
+        cpu.vjp(&xf, &tf, labels.as_deref(), &v, &mut g).unwrap();
+        let d = xf.len() / tf.len();
+        let eps = 0.01f32;
+        let eval = |s: f32| {
+            let xp: Vec<f32> = xf.iter().zip(&u).map(|(a, b)| a + s * b).collect();
+            let mut y = vec![0.0f32; xf.len()];
+            cpu.forward(&xp, &tf, labels.as_deref(), &mut y).unwrap();
+            y
+        };
+        let (yp, ym) = (eval(eps), eval(-eps));
+        for b in 0..tf.len() {
+            let rg = b * d..(b + 1) * d;
+            let ad: f64 = u[rg.clone()].iter().zip(&g[rg.clone()]).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let fd: f64 = v[rg.clone()].iter().zip(yp[rg.clone()].iter().zip(&ym[rg.clone()])).map(|(v, (p, m))| *v as f64 * (*p as f64 - *m as f64)).sum::<f64>() / (2.0 * eps as f64);
+            let mag: f64 = v[rg.clone()].iter().zip(&yp[rg.clone()]).map(|(v, y)| (*v as f64 * *y as f64).abs()).sum();
+            let tol = 1e-5 * mag / eps as f64 + 2e-3 * fd.abs();
+            eprintln!("{name} image {b}: u·Jᵀv = {ad:.5}, central difference {fd:.5}, |Δ| {:.2e} (tolerance {tol:.2e})", (ad - fd).abs());
+            assert!((ad - fd).abs() < tol, "{name} image {b}: {ad} vs {fd}");
+        }
+    }
+}
+
+/// A checkpoint's score VJP (the prediction type's transform on top of the network's) against central
+/// differences of its score, for ε- and v-prediction; Hutchinson divergences can use it.
+#[test]
+fn checkpoint_score_vjp_matches_central_differences() {
+    use wfrmix::ScoreModel;
+    for name in ["ddpm_tiny", "scale_shift"] {
+        let m = wfrmix::nets::diffusers::DiffusersModel::open(&fixture(name), None).unwrap();
+        assert!(m.has_vjp());
+        let d = m.dim();
+        let mut rng = wfrmix::rng::seeded(11);
+        let mut noise = |n: usize| {
+            let mut a = vec![0.0; n];
+            wfrmix::rng::fill_normal(&mut rng, &mut a);
+            a
+        };
+        let (x, v, u) = (noise(2 * d), noise(2 * d), noise(2 * d));
+        for t in [0.3, 0.8] {
+            let mut g = vec![0.0; 2 * d];
+            m.vjp(&x, t, &v, &mut g).unwrap();
+            let eps = 0.01;
+            let sc = |s: f64| {
+                let xp: Vec<f64> = x.iter().zip(&u).map(|(a, b)| a + s * b).collect();
+                let mut y = vec![0.0; 2 * d];
+                m.score(&xp, t, &mut y).unwrap();
+                y
+            };
+            let (yp, ym) = (sc(eps), sc(-eps));
+            for b in 0..2 {
+                let rg = b * d..(b + 1) * d;
+                let ad: f64 = u[rg.clone()].iter().zip(&g[rg.clone()]).map(|(a, b)| a * b).sum();
+                let fd: f64 = v[rg.clone()].iter().zip(yp[rg.clone()].iter().zip(&ym[rg.clone()])).map(|(v, (p, q))| v * (p - q)).sum::<f64>() / (2.0 * eps);
+                let mag: f64 = v[rg.clone()].iter().zip(&yp[rg.clone()]).map(|(v, y)| (v * y).abs()).sum();
+                // As above: f32 rounding in the network ≈ 1e-6 relative of the score, over 2ε; truncation.
+                let tol = 1e-5 * mag / eps + 2e-3 * fd.abs();
+                assert!((ad - fd).abs() < tol, "{name} t = {t} image {b}: {ad} vs {fd} (tolerance {tol})");
+            }
+        }
+    }
+}

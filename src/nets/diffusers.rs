@@ -228,6 +228,46 @@ impl ScoreModel for DiffusersModel {
     fn score(&self, x: &[f64], t: f64, out: &mut [f64]) -> Result<()> {
         self.eval(x, t, out, None)
     }
+
+    fn has_vjp(&self) -> bool {
+        self.cpu.is_some()
+    }
+
+    /// J_s(x)ᵀ v by reverse mode through the CPU kernels: with p the network's output and J_p its
+    /// Jacobian, s = −ε̂/σ and ε̂ = p (ε), α p + σ x (v) or (x − α p)/σ (x₀), so Jᵀv = −J_pᵀv/σ,
+    /// −(α J_pᵀv + σ v)/σ or −(v − α J_pᵀv)/σ².
+    fn vjp(&self, x: &[f64], t: f64, v: &[f64], out: &mut [f64]) -> Result<()> {
+        let Some(cpu) = &self.cpu else {
+            return Err(self.unsupported("reverse-mode vector-Jacobian products off the CPU", "use --divergence fd, or --device cpu"));
+        };
+        let d: usize = self.shape.iter().product();
+        if x.len() % d != 0 || out.len() != x.len() || v.len() != x.len() {
+            return Err(Error::param(format!("VJP batch for `{}`", self.name), format!("{} inputs / {} cotangents / {} outputs", x.len(), v.len(), out.len()), format!("expected n × {d} of each")));
+        }
+        let (a, s2) = (self.schedule.alpha(t), self.schedule.sigma2(t));
+        if !(t.is_finite() && s2 > 0.0) {
+            return Err(Error::param("t", t, "a diffusion checkpoint's score needs t > 0"));
+        }
+        let sigma = s2.sqrt();
+        let label = self.schedule.label(t) as f32;
+        for ((xc, vc), oc) in x.chunks(CHUNK * d).zip(v.chunks(CHUNK * d)).zip(out.chunks_mut(CHUNK * d)) {
+            let m = xc.len() / d;
+            let xf: Vec<f32> = xc.iter().map(|&v| v as f32).collect();
+            let vf: Vec<f32> = vc.iter().map(|&v| v as f32).collect();
+            let labels = self.class_label.map(|l| vec![l; m]);
+            let mut g = vec![0.0f32; xc.len()];
+            cpu.vjp(&xf, &vec![label; m], labels.as_deref(), &vf, &mut g)?;
+            for ((o, &gp), &vv) in oc.iter_mut().zip(&g).zip(vc) {
+                let gp = gp as f64;
+                *o = match self.prediction {
+                    Prediction::Epsilon => -gp / sigma,
+                    Prediction::VPrediction => -(a * gp + sigma * vv) / sigma,
+                    Prediction::Sample => -(vv - a * gp) / s2,
+                };
+            }
+        }
+        Ok(())
+    }
 }
 
 impl DiffusersModel {

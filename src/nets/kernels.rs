@@ -49,6 +49,34 @@ impl Act {
             }
         }
     }
+
+    /// The activation's derivative at x.
+    #[inline]
+    pub fn grad(self, x: f32) -> f32 {
+        match self {
+            Act::Silu => {
+                let s = 1.0 / (1.0 + exp_f32(-x));
+                s * (1.0 + x * (1.0 - s))
+            }
+            Act::Relu => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Act::Gelu => {
+                let v = x as f64;
+                let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f64(v / std::f64::consts::SQRT_2));
+                (cdf + v * (-0.5 * v * v).exp() / (2.0 * std::f64::consts::PI).sqrt()) as f32
+            }
+            Act::Mish => {
+                let sp = x.max(0.0) + (1.0 + exp_f32(-x.abs())).ln();
+                let t = sp.tanh();
+                t + x * (1.0 - t * t) / (1.0 + exp_f32(-x))
+            }
+        }
+    }
 }
 
 /// dst[m × n] (row stride `dst_rs`) = (dst if `acc`) + scale · A · B, with A[i, kk] = a[i·a_rs + kk·a_cs]
@@ -201,6 +229,78 @@ impl Conv {
         (outs, oh, ow)
     }
 
+    /// The gradient with respect to each input ([cin, h·w], upsampled 2× first when `up`) of
+    /// Σ dy · conv(x), for the output gradients `dys` ([cout, oh·ow] each): colᵀ = Wᵀ dy by one
+    /// matrix product per `group` images, then scattered back onto the input (the adjoint of im2col).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_many(&self, dys: &[Vec<f32>], h: usize, w: usize, up: bool, group: usize, col: &mut Vec<f32>, flops: &mut u64) -> Vec<Vec<f32>> {
+        let (oh, ow) = self.out_hw(h, w, up);
+        let p = oh * ow;
+        let kk = self.cin * self.k * self.k;
+        let mut dxs = Vec::with_capacity(dys.len());
+        let mut dyg = Vec::new();
+        for g in dys.chunks(group.max(1)) {
+            let n = g.len() * p;
+            let rhs: &[f32] = if g.len() == 1 {
+                &g[0]
+            } else {
+                dyg.clear();
+                dyg.resize(self.cout * n, 0.0);
+                for (i, dy) in g.iter().enumerate() {
+                    for c in 0..self.cout {
+                        dyg[c * n + i * p..c * n + (i + 1) * p].copy_from_slice(&dy[c * p..(c + 1) * p]);
+                    }
+                }
+                &dyg
+            };
+            col.resize(kk * n, 0.0);
+            // colᵀ[K, n] = Wᵀ[K, cout] · dy[cout, n]; W is stored [cout, K].
+            gemm(kk, n, self.cout, col, n, false, &self.w, 1, kk, rhs, n, 1, 1.0);
+            *flops += 2 * (self.cout * n * kk) as u64;
+            for i in 0..g.len() {
+                let mut dx = vec![0.0f32; self.cin * h * w];
+                self.col2im(&col[i * p..], n, h, w, up, oh, ow, &mut dx);
+                dxs.push(dx);
+            }
+        }
+        dxs
+    }
+
+    /// dx += the adjoint of [`Self::im2col_strided`] applied to `col` (rows `row_stride` apart).
+    #[allow(clippy::too_many_arguments)]
+    fn col2im(&self, col: &[f32], row_stride: usize, h: usize, w: usize, up: bool, oh: usize, ow: usize, dx: &mut [f32]) {
+        let (k, s) = (self.k, self.stride);
+        let (vh, vw) = if up { (2 * h, 2 * w) } else { (h, w) };
+        let sh = usize::from(up);
+        for ci in 0..self.cin {
+            let img = &mut dx[ci * h * w..(ci + 1) * h * w];
+            for ky in 0..k {
+                for kx in 0..k {
+                    let row = &col[((ci * k + ky) * k + kx) * row_stride..][..oh * ow];
+                    let lo = self.pad[1].saturating_sub(kx).div_ceil(s).min(ow);
+                    let hi = ((vw + self.pad[1]).saturating_sub(kx).div_ceil(s)).clamp(lo, ow);
+                    if lo == hi {
+                        continue;
+                    }
+                    let first = lo * s + kx - self.pad[1];
+                    for oy in 0..oh {
+                        let vy = (oy * s + ky) as isize - self.pad[0] as isize;
+                        if vy < 0 || vy >= vh as isize {
+                            continue;
+                        }
+                        let dst = &mut img[((vy as usize) >> sh) * w..][..w];
+                        let src = &row[oy * ow + lo..oy * ow + hi];
+                        match (s, up) {
+                            (1, false) => dst[first..first + hi - lo].iter_mut().zip(src).for_each(|(d, &v)| *d += v),
+                            (_, false) => src.iter().enumerate().for_each(|(i, &v)| dst[first + i * s] += v),
+                            _ => src.iter().enumerate().for_each(|(i, &v)| dst[(first + i * s) >> 1] += v),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// col[(ci·k + ky)·k + kx, oy·ow + ox] = the (upsampled, padded) input at (ci, oy·s + ky, ox·s + kx).
     #[allow(clippy::too_many_arguments)]
     fn im2col(&self, x: &[f32], h: usize, w: usize, up: bool, oh: usize, ow: usize, col: &mut [f32]) {
@@ -294,48 +394,101 @@ impl Norm {
     /// every channel before the statistics (the default time shift), `post` = (scale, shift) after the
     /// affine map (scale_shift); statistics in f64.
     pub fn apply(&self, x: &[f32], hw: usize, shift_in: Option<&[f32]>, post: Option<(&[f32], &[f32])>, act: Option<Act>) -> Vec<f32> {
-        let c = self.gamma.len();
-        let cg = c / self.groups;
-        let mut out = vec![0.0f32; c * hw];
-        for g in 0..self.groups {
-            let chans = g * cg..(g + 1) * cg;
-            let add = |ch: usize| shift_in.map_or(0.0, |s| s[ch]);
-            // Sums in eight f64 lanes (vectorised; the order is fixed by the layout alone).
-            let (mut l1, mut l2) = ([0.0f64; 8], [0.0f64; 8]);
-            for ch in chans.clone() {
-                let a = add(ch);
-                let row = &x[ch * hw..(ch + 1) * hw];
-                let mut it = row.chunks_exact(8);
-                for c8 in &mut it {
-                    for j in 0..8 {
-                        let v = (c8[j] + a) as f64;
+        let st = self.stats(x, hw, shift_in);
+        self.apply_with(x, hw, &st, shift_in, post, act)
+    }
+
+    /// Each group's (mean, 1/√(var + eps)) of x + shift_in.
+    pub fn stats(&self, x: &[f32], hw: usize, shift_in: Option<&[f32]>) -> Vec<(f64, f64)> {
+        let cg = self.gamma.len() / self.groups;
+        (0..self.groups)
+            .map(|g| {
+                // Sums in eight f64 lanes (vectorised; the order is fixed by the layout alone).
+                let (mut l1, mut l2) = ([0.0f64; 8], [0.0f64; 8]);
+                for ch in g * cg..(g + 1) * cg {
+                    let a = shift_in.map_or(0.0, |s| s[ch]);
+                    let row = &x[ch * hw..(ch + 1) * hw];
+                    let mut it = row.chunks_exact(8);
+                    for c8 in &mut it {
+                        for j in 0..8 {
+                            let v = (c8[j] + a) as f64;
+                            l1[j] += v;
+                            l2[j] += v * v;
+                        }
+                    }
+                    for (j, &v) in it.remainder().iter().enumerate() {
+                        let v = (v + a) as f64;
                         l1[j] += v;
                         l2[j] += v * v;
                     }
                 }
-                for (j, &v) in it.remainder().iter().enumerate() {
-                    let v = (v + a) as f64;
-                    l1[j] += v;
-                    l2[j] += v * v;
-                }
-            }
-            let (s1, s2): (f64, f64) = (l1.iter().sum(), l2.iter().sum());
-            let n = (cg * hw) as f64;
-            let mean = s1 / n;
-            let var = (s2 / n - mean * mean).max(0.0);
-            let inv = 1.0 / (var + self.eps).sqrt();
-            for ch in chans {
-                // y = (x + a − mean)·inv·γ·(1 + scale) + β·(1 + scale) + shift = x·m + q.
-                let (mul, sh) = post.map_or((1.0, 0.0), |(sc, sf)| (1.0 + sc[ch] as f64, sf[ch] as f64));
-                let m = inv * self.gamma[ch] as f64 * mul;
-                let q = ((add(ch) as f64 - mean) * inv * self.gamma[ch] as f64 + self.beta[ch] as f64) * mul + sh;
-                let (m, q) = (m as f32, q as f32);
-                let dst = &mut out[ch * hw..(ch + 1) * hw];
-                let src = &x[ch * hw..(ch + 1) * hw];
-                affine_act(act, src, dst, m, q);
-            }
+                let (s1, s2): (f64, f64) = (l1.iter().sum(), l2.iter().sum());
+                let n = (cg * hw) as f64;
+                let mean = s1 / n;
+                let var = (s2 / n - mean * mean).max(0.0);
+                (mean, 1.0 / (var + self.eps).sqrt())
+            })
+            .collect()
+    }
+
+    /// Channel `ch`'s map z = x·m + q (and the factor γ(1 + scale) that multiplies the normalised x).
+    fn coeffs(&self, ch: usize, (mean, inv): (f64, f64), shift_in: Option<&[f32]>, post: Option<(&[f32], &[f32])>) -> (f32, f32, f64) {
+        let a = shift_in.map_or(0.0, |s| s[ch]) as f64;
+        let (mul, sh) = post.map_or((1.0, 0.0), |(sc, sf)| (1.0 + sc[ch] as f64, sf[ch] as f64));
+        let g = self.gamma[ch] as f64 * mul;
+        // y = (x + a − mean)·inv·γ·(1 + scale) + β·(1 + scale) + shift = x·m + q.
+        let q = ((a - mean) * inv * self.gamma[ch] as f64 + self.beta[ch] as f64) * mul + sh;
+        ((inv * g) as f32, q as f32, g)
+    }
+
+    /// [`Self::apply`] with the statistics given.
+    pub fn apply_with(&self, x: &[f32], hw: usize, st: &[(f64, f64)], shift_in: Option<&[f32]>, post: Option<(&[f32], &[f32])>, act: Option<Act>) -> Vec<f32> {
+        let cg = self.gamma.len() / self.groups;
+        let mut out = vec![0.0f32; x.len()];
+        for ch in 0..self.gamma.len() {
+            let (m, q, _) = self.coeffs(ch, st[ch / cg], shift_in, post);
+            affine_act(act, &x[ch * hw..(ch + 1) * hw], &mut out[ch * hw..(ch + 1) * hw], m, q);
         }
         out
+    }
+
+    /// The gradient with respect to x of Σ dy · [`Self::apply`](x) (shift_in and post held fixed), from
+    /// the forward pass's input and statistics: with x̂ the normalised input and g = ∂y/∂x̂ per
+    /// element, ∂/∂x = inv·(g − mean(g) − x̂·mean(g x̂)) over each group.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(&self, x: &[f32], hw: usize, st: &[(f64, f64)], shift_in: Option<&[f32]>, post: Option<(&[f32], &[f32])>, act: Option<Act>, dy: &[f32]) -> Vec<f32> {
+        let cg = self.gamma.len() / self.groups;
+        let mut dx = vec![0.0f32; x.len()];
+        let mut gx = vec![0.0f64; cg * hw];
+        for (gi, &(mean, inv)) in st.iter().enumerate() {
+            let (mut sa, mut sb) = (0.0f64, 0.0f64);
+            for (k, ch) in (gi * cg..(gi + 1) * cg).enumerate() {
+                let (m, q, g) = self.coeffs(ch, (mean, inv), shift_in, post);
+                let a = shift_in.map_or(0.0, |s| s[ch]) as f64;
+                let r = ch * hw..(ch + 1) * hw;
+                for ((gv, &xv), &d) in gx[k * hw..(k + 1) * hw].iter_mut().zip(&x[r.clone()]).zip(&dy[r]) {
+                    let dz = match act {
+                        Some(f) => d * f.grad(xv * m + q),
+                        None => d,
+                    };
+                    *gv = dz as f64 * g;
+                    let xh = (xv as f64 + a - mean) * inv;
+                    sa += *gv;
+                    sb += *gv * xh;
+                }
+            }
+            let n = (cg * hw) as f64;
+            let (ma, mb) = (sa / n, sb / n);
+            for (k, ch) in (gi * cg..(gi + 1) * cg).enumerate() {
+                let a = shift_in.map_or(0.0, |s| s[ch]) as f64;
+                let r = ch * hw..(ch + 1) * hw;
+                for ((o, &xv), &gv) in dx[r.clone()].iter_mut().zip(&x[r]).zip(&gx[k * hw..(k + 1) * hw]) {
+                    let xh = (xv as f64 + a - mean) * inv;
+                    *o = (inv * (gv - ma - xh * mb)) as f32;
+                }
+            }
+        }
+        dx
     }
 }
 
@@ -436,6 +589,12 @@ impl Lin {
         (0..self.out).map(|o| self.b[o] + self.w[o * self.inp..(o + 1) * self.inp].iter().zip(&xa).map(|(w, v)| w * v).sum::<f32>()).collect()
     }
 
+    /// dst [in, n] += Wᵀ dy for the columns of dy [out, n].
+    pub fn cols_t_acc(&self, dy: &[f32], n: usize, dst: &mut [f32], flops: &mut u64) {
+        gemm(self.inp, n, self.out, dst, n, true, &self.w, 1, self.inp, dy, n, 1, 1.0);
+        *flops += 2 * (self.out * n * self.inp) as u64;
+    }
+
     /// W X + b for the columns of X [in, n], into a new [out, n].
     pub fn cols(&self, x: &[f32], n: usize, flops: &mut u64) -> Vec<f32> {
         let mut y = vec![0.0f32; self.out * n];
@@ -465,24 +624,39 @@ pub struct SelfAttention {
     pub rescale: f32,
 }
 
+/// What [`SelfAttention::backward`] needs of a forward pass: its input, the norm's statistics and the
+/// projections.
+pub struct AttnRec {
+    x: Vec<f32>,
+    stats: Vec<(f64, f64)>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
 impl SelfAttention {
     /// The block on `x` [C, L].
     pub fn forward(&self, x: &[f32], l: usize, flops: &mut u64) -> Vec<f32> {
+        self.forward_rec(x, l, flops).0
+    }
+
+    /// [`Self::forward`], and what the backward pass needs.
+    pub fn forward_rec(&self, x: &[f32], l: usize, flops: &mut u64) -> (Vec<f32>, AttnRec) {
         let c = self.q.out;
-        let hn = match &self.norm {
-            Some(n) => n.apply(x, l, None, None, None),
-            None => x.to_vec(),
+        let (hn, stats) = match &self.norm {
+            Some(n) => {
+                let st = n.stats(x, l, None);
+                (n.apply_with(x, l, &st, None, None, None), st)
+            }
+            None => (x.to_vec(), Vec::new()),
         };
         let (q, k, v) = (self.q.cols(&hn, l, flops), self.k.cols(&hn, l, flops), self.v.cols(&hn, l, flops));
         let dh = c / self.heads;
-        let scale = 1.0 / (dh as f32).sqrt();
         let mut o = vec![0.0f32; c * l];
         let mut s = vec![0.0f32; l * l];
         for h in 0..self.heads {
             let off = h * dh * l;
-            // S[i, j] = Σ_a q[a, i] k[a, j] · scale.
-            gemm(l, l, dh, &mut s, l, false, &q[off..], 1, l, &k[off..], l, 1, scale);
-            s.chunks_mut(l).for_each(softmax);
+            self.probabilities(&q[off..], &k[off..], dh, l, &mut s);
             // o[a, i] = Σ_j v[a, j] S[i, j].
             gemm(dh, l, l, &mut o[off..], l, false, &v[off..], l, 1, &s, 1, l, 1.0);
             *flops += 4 * (l * l * dh) as u64;
@@ -490,7 +664,53 @@ impl SelfAttention {
         let mut y = self.out.cols(&o, l, flops);
         let r = 1.0 / self.rescale;
         y.iter_mut().zip(x).for_each(|(y, &xv)| *y = (*y + xv) * r);
-        y
+        (y, AttnRec { x: x.to_vec(), stats, q, k, v })
+    }
+
+    /// P[i, j] = softmax_j(Σ_a q[a, i] k[a, j] / √dh) for one head (q, k: [dh, L] at row stride L).
+    fn probabilities(&self, q: &[f32], k: &[f32], dh: usize, l: usize, p: &mut [f32]) {
+        let scale = 1.0 / (dh as f32).sqrt();
+        gemm(l, l, dh, p, l, false, q, 1, l, k, l, 1, scale);
+        p.chunks_mut(l).for_each(softmax);
+    }
+
+    /// The gradient with respect to x of Σ dy · [`Self::forward`](x), from the forward's record.
+    pub fn backward(&self, rec: &AttnRec, dy: &[f32], l: usize, flops: &mut u64) -> Vec<f32> {
+        let c = self.q.out;
+        let dh = c / self.heads;
+        let scale = 1.0 / (dh as f32).sqrt();
+        let r = 1.0 / self.rescale;
+        let dyr: Vec<f32> = dy.iter().map(|&d| d * r).collect();
+        // dO = Woᵀ dy/r; then per head dV = dO P, dP = dOᵀ V, dS = P ⊙ (dP − rowsum(P ⊙ dP)),
+        // dQ = scale · K dSᵀ, dK = scale · Q dS.
+        let mut d_o = vec![0.0f32; c * l];
+        self.out.cols_t_acc(&dyr, l, &mut d_o, flops);
+        let (mut dq, mut dk, mut dv) = (vec![0.0f32; c * l], vec![0.0f32; c * l], vec![0.0f32; c * l]);
+        let mut p = vec![0.0f32; l * l];
+        let mut dp = vec![0.0f32; l * l];
+        for h in 0..self.heads {
+            let off = h * dh * l;
+            self.probabilities(&rec.q[off..], &rec.k[off..], dh, l, &mut p);
+            gemm(dh, l, l, &mut dv[off..], l, false, &d_o[off..], l, 1, &p, l, 1, 1.0);
+            gemm(l, l, dh, &mut dp, l, false, &d_o[off..], 1, l, &rec.v[off..], l, 1, 1.0);
+            for (pr, dr) in p.chunks(l).zip(dp.chunks_mut(l)) {
+                let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                dr.iter_mut().zip(pr).for_each(|(d, &pv)| *d = pv * (*d - dot));
+            }
+            gemm(dh, l, l, &mut dq[off..], l, false, &rec.k[off..], l, 1, &dp, 1, l, scale);
+            gemm(dh, l, l, &mut dk[off..], l, false, &rec.q[off..], l, 1, &dp, l, 1, scale);
+            *flops += 10 * (l * l * dh) as u64;
+        }
+        let mut dhn = vec![0.0f32; c * l];
+        self.q.cols_t_acc(&dq, l, &mut dhn, flops);
+        self.k.cols_t_acc(&dk, l, &mut dhn, flops);
+        self.v.cols_t_acc(&dv, l, &mut dhn, flops);
+        let mut dx = match &self.norm {
+            Some(n) => n.backward(&rec.x, l, &rec.stats, None, None, None, &dhn),
+            None => dhn,
+        };
+        dx.iter_mut().zip(&dyr).for_each(|(d, &g)| *d += g);
+        dx
     }
 }
 

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::nets::header::backend;
-use crate::nets::kernels::{host, Act, Conv, Lin, Norm, SelfAttention};
+use crate::nets::kernels::{host, Act, AttnRec, Conv, Lin, Norm, SelfAttention};
 use crate::nets::unet2d::{Attn, GNorm, Resnet, TimeProj, Unet2d};
 
 fn norm(g: &GNorm) -> candle_core::Result<Norm> {
@@ -46,23 +46,25 @@ impl Res {
         })
     }
 
-    /// The resnet on each image of `xs` ([cin, h·w] each) with its time embedding in `embs`.
-    fn forward(&self, xs: &[Vec<f32>], h: usize, w: usize, embs: &[Vec<f32>], ws: &mut Work) -> Vec<Vec<f32>> {
+    /// The resnet on each image of `xs` ([cin, h·w] each) with its time embedding in `embs`; with a
+    /// tape, what the backward pass needs is recorded on it.
+    fn forward(&self, xs: &[Vec<f32>], h: usize, w: usize, embs: &[Vec<f32>], ws: &mut Work, tape: Option<&mut Vec<ResRec>>) -> Vec<Vec<f32>> {
         let hw = h * w;
         let g = group(hw);
-        let a: Vec<Vec<f32>> = xs.iter().map(|x| self.norm1.apply(x, hw, None, None, Some(self.act))).collect();
+        let st1: Vec<Vec<(f64, f64)>> = xs.iter().map(|x| self.norm1.stats(x, hw, None)).collect();
+        let a: Vec<Vec<f32>> = xs.iter().zip(&st1).map(|(x, st)| self.norm1.apply_with(x, hw, st, None, None, Some(self.act))).collect();
         let (hb, _, _) = self.conv1.forward_many(&a, h, w, false, g, &mut ws.col, &mut ws.flops);
+        let ts: Vec<Vec<f32>> = embs.iter().map(|emb| self.temb.vec(emb, Some(self.act))).collect();
+        let mut st2 = Vec::with_capacity(xs.len());
         let a2: Vec<Vec<f32>> = hb
             .iter()
-            .zip(embs)
-            .map(|(hb, emb)| {
-                let t = self.temb.vec(emb, Some(self.act));
-                if self.scale_shift {
-                    let c = t.len() / 2;
-                    self.norm2.apply(hb, hw, None, Some((&t[..c], &t[c..])), Some(self.act))
-                } else {
-                    self.norm2.apply(hb, hw, Some(&t), None, Some(self.act))
-                }
+            .zip(&ts)
+            .map(|(hb, t)| {
+                let (shift, post) = self.time_terms(t);
+                let st = self.norm2.stats(hb, hw, shift);
+                let y = self.norm2.apply_with(hb, hw, &st, shift, post, Some(self.act));
+                st2.push(st);
+                y
             })
             .collect();
         let (mut out, _, _) = self.conv2.forward_many(&a2, h, w, false, g, &mut ws.col, &mut ws.flops);
@@ -72,8 +74,74 @@ impl Res {
             let sk = skip.as_ref().map_or(&xs[i], |s| &s[i]);
             o.iter_mut().zip(sk).for_each(|(o, &s)| *o = (s + *o) / d);
         }
+        if let Some(tape) = tape {
+            for ((((x, st1), hb), st2), t) in xs.iter().zip(st1).zip(hb).zip(st2).zip(ts) {
+                tape.push(ResRec { x: x.clone(), st1, hb, st2, t });
+            }
+        }
         out
     }
+
+    /// The time embedding's projection as the second norm's input shift (default) or its scale and
+    /// shift (scale_shift).
+    #[allow(clippy::type_complexity)]
+    fn time_terms<'a>(&self, t: &'a [f32]) -> (Option<&'a [f32]>, Option<(&'a [f32], &'a [f32])>) {
+        if self.scale_shift {
+            let c = t.len() / 2;
+            (None, Some((&t[..c], &t[c..])))
+        } else {
+            (Some(t), None)
+        }
+    }
+
+    /// The gradient with respect to each input of Σ dy · resnet(x), from the forward's records.
+    fn backward(&self, recs: &[ResRec], dys: &[Vec<f32>], h: usize, w: usize, ws: &mut Work) -> Vec<Vec<f32>> {
+        let hw = h * w;
+        let g = group(hw);
+        let d = self.out_scale;
+        let dyd: Vec<Vec<f32>> = dys.iter().map(|dy| dy.iter().map(|&v| v / d).collect()).collect();
+        let da2 = self.conv2.backward_many(&dyd, h, w, false, g, &mut ws.col, &mut ws.flops);
+        let dhb: Vec<Vec<f32>> = recs
+            .iter()
+            .zip(&da2)
+            .map(|(r, da)| {
+                let (shift, post) = self.time_terms(&r.t);
+                self.norm2.backward(&r.hb, hw, &r.st2, shift, post, Some(self.act), da)
+            })
+            .collect();
+        let da = self.conv1.backward_many(&dhb, h, w, false, g, &mut ws.col, &mut ws.flops);
+        let mut dx: Vec<Vec<f32>> = recs.iter().zip(&da).map(|(r, da)| self.norm1.backward(&r.x, hw, &r.st1, None, None, Some(self.act), da)).collect();
+        let dskip = match &self.shortcut {
+            Some(s) => s.backward_many(&dyd, h, w, false, g, &mut ws.col, &mut ws.flops),
+            None => dyd,
+        };
+        for (a, b) in dx.iter_mut().zip(&dskip) {
+            a.iter_mut().zip(b).for_each(|(a, &b)| *a += b);
+        }
+        dx
+    }
+}
+
+/// What [`Res::backward`] needs of one image's forward pass.
+struct ResRec {
+    x: Vec<f32>,
+    st1: Vec<(f64, f64)>,
+    hb: Vec<f32>,
+    st2: Vec<(f64, f64)>,
+    t: Vec<f32>,
+}
+
+/// One forward step as the backward pass finds it (popped in reverse order).
+enum Rec {
+    /// A resnet's records at h × w; for an up-block resnet, the channels of its input that came
+    /// from below (the rest is the skip), as a count of values.
+    Res(Vec<ResRec>, usize, usize, Option<usize>),
+    /// An attention block on L positions.
+    Attn(Vec<AttnRec>, usize),
+    /// A convolution's input size.
+    Conv(usize, usize),
+    /// The output norm's inputs and statistics.
+    Out(Vec<Vec<f32>>, Vec<Vec<(f64, f64)>>, usize),
 }
 
 /// Images one thread carries through the network together, so that the convolutions of small levels
@@ -194,6 +262,17 @@ impl Unet2dCpu {
     /// are spread over the rayon pool; each image's arithmetic is the same on any number of threads.
     pub fn forward(&self, x: &[f32], t: &[f32], class_labels: Option<&[u32]>, out: &mut [f32]) -> Result<()> {
         let (di, dout) = self.sizes();
+        self.check(x, t, class_labels, out)?;
+        out.par_chunks_mut(TEAM * dout).zip(x.par_chunks(TEAM * di)).enumerate().for_each_init(Work::default, |ws, (j, (o, xi))| {
+            let r = j * TEAM..j * TEAM + xi.len() / di;
+            self.forward_team(xi, &t[r.clone()], class_labels.map(|l| &l[r]), o, ws, None);
+        });
+        Ok(())
+    }
+
+    /// The batch's shapes and class labels against the model's.
+    fn check(&self, x: &[f32], t: &[f32], class_labels: Option<&[u32]>, out: &[f32]) -> Result<()> {
+        let (di, dout) = self.sizes();
         let b = t.len();
         if x.len() != b * di || out.len() != b * dout || class_labels.is_some_and(|l| l.len() != b) {
             return Err(Error::param("UNet2DModel batch", format!("{} inputs, {} labels, {} outputs", x.len(), b, out.len()), format!("expected B × {di} inputs, B labels and B × {dout} outputs")));
@@ -204,16 +283,12 @@ impl Unet2dCpu {
                 if let Some(bad) = l.iter().find(|&&v| v as usize >= k) {
                     return Err(Error::param("class label", bad, format!("the model has classes 0 to {}", k - 1)));
                 }
+                Ok(())
             }
-            (Some(_), None) => return Err(Error::param("class label", "none", "this model is class-conditional: give a class label")),
-            (None, Some(_)) => return Err(Error::param("class label", "given", "this model is not class-conditional: leave the class label out")),
-            (None, None) => {}
+            (Some(_), None) => Err(Error::param("class label", "none", "this model is class-conditional: give a class label")),
+            (None, Some(_)) => Err(Error::param("class label", "given", "this model is not class-conditional: leave the class label out")),
+            (None, None) => Ok(()),
         }
-        out.par_chunks_mut(TEAM * dout).zip(x.par_chunks(TEAM * di)).enumerate().for_each_init(Work::default, |ws, (j, (o, xi))| {
-            let r = j * TEAM..j * TEAM + xi.len() / di;
-            self.forward_team(xi, &t[r.clone()], class_labels.map(|l| &l[r]), o, ws);
-        });
-        Ok(())
     }
 
     /// Multiply-adds (counted twice) of one image's forward pass.
@@ -221,64 +296,83 @@ impl Unet2dCpu {
         let (di, dout) = self.sizes();
         let mut ws = Work::default();
         let class = self.class_emb.as_ref().map(|_| [0]);
-        self.forward_team(&vec![0.0; di], &[500.0], class.as_ref().map(|c| &c[..]), &mut vec![0.0; dout], &mut ws);
+        self.forward_team(&vec![0.0; di], &[500.0], class.as_ref().map(|c| &c[..]), &mut vec![0.0; dout], &mut ws, None);
         ws.flops
     }
 
-    /// The network on the images of `x` (a team) into `out`.
-    fn forward_team(&self, x: &[f32], t: &[f32], class: Option<&[u32]>, out: &mut [f32], ws: &mut Work) {
+    /// The network on the images of `x` (a team) into `out`; with a tape, what the backward pass
+    /// needs is recorded on it.
+    fn forward_team(&self, x: &[f32], t: &[f32], class: Option<&[u32]>, out: &mut [f32], ws: &mut Work, mut tape: Option<&mut Vec<Rec>>) {
         let [_, h0, w0] = self.shape_in;
         let (di, dout) = self.sizes();
         let xs: Vec<Vec<f32>> = x.chunks(di).map(|xi| if self.center { xi.iter().map(|&v| v * 2.0 - 1.0).collect() } else { xi.to_vec() }).collect();
-        let embs: Vec<Vec<f32>> = (0..xs.len())
-            .map(|i| {
-                let (feat, _) = self.time.features(&t[i..i + 1]);
-                let mut emb = self.lin2.vec(&self.lin1.vec(&feat, None), Some(Act::Silu));
-                if let (Some((dim, e)), Some(l)) = (&self.class_emb, class) {
-                    let l = l[i] as usize;
-                    emb.iter_mut().zip(&e[l * dim..(l + 1) * dim]).for_each(|(a, &b)| *a += b);
-                }
-                emb
-            })
-            .collect();
-        let attend = |a: &SelfAttention, h: Vec<Vec<f32>>, l: usize, ws: &mut Work| -> Vec<Vec<f32>> { h.iter().map(|x| a.forward(x, l, &mut ws.flops)).collect() };
+        let embs = self.embeddings(t, class);
+        let taping = tape.is_some();
+        let mut rec = |r: Rec| {
+            if let Some(tp) = tape.as_deref_mut() {
+                tp.push(r);
+            }
+        };
+        let res = |r: &Res, h: &[Vec<f32>], hh: usize, ww: usize, ws: &mut Work, split: Option<usize>, rec: &mut dyn FnMut(Rec)| -> Vec<Vec<f32>> {
+            let mut rr = Vec::new();
+            let y = r.forward(h, hh, ww, &embs, ws, taping.then_some(&mut rr));
+            rec(Rec::Res(rr, hh, ww, split));
+            y
+        };
+        let attend = |a: &SelfAttention, h: Vec<Vec<f32>>, l: usize, ws: &mut Work, rec: &mut dyn FnMut(Rec)| -> Vec<Vec<f32>> {
+            if !taping {
+                return h.iter().map(|x| a.forward(x, l, &mut ws.flops)).collect();
+            }
+            let (ys, rs): (Vec<_>, Vec<_>) = h.iter().map(|x| a.forward_rec(x, l, &mut ws.flops)).unzip();
+            rec(Rec::Attn(rs, l));
+            ys
+        };
+        rec(Rec::Conv(h0, w0));
         let (mut h, mut hh, mut ww) = self.conv_in.forward_many(&xs, h0, w0, false, group(h0 * w0), &mut ws.col, &mut ws.flops);
         let mut skips = vec![h.clone()];
         for blk in &self.downs {
             for (j, r) in blk.resnets.iter().enumerate() {
-                h = r.forward(&h, hh, ww, &embs, ws);
+                h = res(r, &h, hh, ww, ws, None, &mut rec);
                 if let Some(a) = blk.attns.get(j) {
-                    h = attend(a, h, hh * ww, ws);
+                    h = attend(a, h, hh * ww, ws, &mut rec);
                 }
                 skips.push(h.clone());
             }
             if let Some(d) = &blk.resample {
+                rec(Rec::Conv(hh, ww));
                 (h, hh, ww) = d.forward_many(&h, hh, ww, false, group(hh * ww / 4), &mut ws.col, &mut ws.flops);
                 skips.push(h.clone());
             }
         }
         if let Some((first, a, second)) = &self.mid {
-            h = first.forward(&h, hh, ww, &embs, ws);
+            h = res(first, &h, hh, ww, ws, None, &mut rec);
             if let Some(a) = a {
-                h = attend(a, h, hh * ww, ws);
+                h = attend(a, h, hh * ww, ws, &mut rec);
             }
-            h = second.forward(&h, hh, ww, &embs, ws);
+            h = res(second, &h, hh, ww, ws, None, &mut rec);
         }
         for blk in &self.ups {
             for (j, r) in blk.resnets.iter().enumerate() {
                 // Checked at load time: the levels' skips match the up blocks' resnets one for one.
                 let s = skips.pop().expect("one skip per up-block resnet");
+                let split = h[0].len();
                 h.iter_mut().zip(&s).for_each(|(hi, si)| hi.extend_from_slice(si));
-                h = r.forward(&h, hh, ww, &embs, ws);
+                h = res(r, &h, hh, ww, ws, Some(split), &mut rec);
                 if let Some(a) = blk.attns.get(j) {
-                    h = attend(a, h, hh * ww, ws);
+                    h = attend(a, h, hh * ww, ws, &mut rec);
                 }
             }
             if let Some(u) = &blk.resample {
+                rec(Rec::Conv(hh, ww));
                 (h, hh, ww) = u.forward_many(&h, hh, ww, true, group(4 * hh * ww), &mut ws.col, &mut ws.flops);
             }
         }
-        let a: Vec<Vec<f32>> = h.iter().map(|x| self.norm_out.apply(x, hh * ww, None, None, Some(Act::Silu))).collect();
+        let st: Vec<Vec<(f64, f64)>> = h.iter().map(|x| self.norm_out.stats(x, hh * ww, None)).collect();
+        let a: Vec<Vec<f32>> = h.iter().zip(&st).map(|(x, st)| self.norm_out.apply_with(x, hh * ww, st, None, None, Some(Act::Silu))).collect();
+        if taping {
+            rec(Rec::Out(h, st, hh * ww));
+            rec(Rec::Conv(hh, ww));
+        }
         let (o, _, _) = self.conv_out.forward_many(&a, hh, ww, false, group(hh * ww), &mut ws.col, &mut ws.flops);
         for ((dst, o), &ti) in out.chunks_mut(dout).zip(&o).zip(t) {
             if self.fourier {
@@ -288,4 +382,117 @@ impl Unet2dCpu {
             }
         }
     }
+
+    /// The time embedding (plus the class embedding) of each image.
+    fn embeddings(&self, t: &[f32], class: Option<&[u32]>) -> Vec<Vec<f32>> {
+        (0..t.len())
+            .map(|i| {
+                let (feat, _) = self.time.features(&t[i..i + 1]);
+                let mut emb = self.lin2.vec(&self.lin1.vec(&feat, None), Some(Act::Silu));
+                if let (Some((dim, e)), Some(l)) = (&self.class_emb, class) {
+                    let l = l[i] as usize;
+                    emb.iter_mut().zip(&e[l * dim..(l + 1) * dim]).for_each(|(a, &b)| *a += b);
+                }
+                emb
+            })
+            .collect()
+    }
+
+    /// Vector–Jacobian products: the gradient with respect to each image of `x` of v · net(x) at
+    /// timestep labels `t` into `out` (the shapes of [`Self::forward`]), by one forward pass that keeps
+    /// what it needs and one backward pass (weights are constants). Teams of four images per thread,
+    /// so the same bits on any thread count.
+    pub fn vjp(&self, x: &[f32], t: &[f32], class_labels: Option<&[u32]>, v: &[f32], out: &mut [f32]) -> Result<()> {
+        let (di, dout) = self.sizes();
+        self.check(x, t, class_labels, out)?;
+        if v.len() != t.len() * dout || di != dout {
+            return Err(Error::param("UNet2DModel VJP batch", format!("{} cotangents", v.len()), format!("expected B × {dout} (and as many outputs as inputs)")));
+        }
+        out.par_chunks_mut(VJP_TEAM * di).zip(x.par_chunks(VJP_TEAM * di)).zip(v.par_chunks(VJP_TEAM * dout)).enumerate().for_each_init(Work::default, |ws, (j, ((o, xi), vi))| {
+            let r = j * VJP_TEAM..j * VJP_TEAM + xi.len() / di;
+            let mut tape = Vec::new();
+            let mut y = vec![0.0f32; vi.len()];
+            self.forward_team(xi, &t[r.clone()], class_labels.map(|l| &l[r.clone()]), &mut y, ws, Some(&mut tape));
+            self.backward_team(tape, vi, &t[r], o, ws);
+        });
+        Ok(())
+    }
+
+    /// The backward pass over a team's tape for cotangents `v`, into `out`.
+    fn backward_team(&self, mut tape: Vec<Rec>, v: &[f32], t: &[f32], out: &mut [f32], ws: &mut Work) {
+        let (_, dout) = self.sizes();
+        let mut pop = || tape.pop().expect("the tape holds one record per forward step");
+        let conv_dims = |r: Rec| match r {
+            Rec::Conv(h, w) => (h, w),
+            _ => unreachable!("a convolution's record"),
+        };
+        let mut dh: Vec<Vec<f32>> = v.chunks(dout).zip(t).map(|(vi, &ti)| if self.fourier { vi.iter().map(|&a| a / ti).collect() } else { vi.to_vec() }).collect();
+        let (hh, ww) = conv_dims(pop());
+        let da = self.conv_out.backward_many(&dh, hh, ww, false, group(hh * ww), &mut ws.col, &mut ws.flops);
+        let Rec::Out(hs, sts, hw) = pop() else { unreachable!("the output norm's record") };
+        dh = hs.iter().zip(&sts).zip(&da).map(|((x, st), d)| self.norm_out.backward(x, hw, st, None, None, Some(Act::Silu), d)).collect();
+        let through = |r: &Res, a: Option<&SelfAttention>, dh: Vec<Vec<f32>>, ws: &mut Work, pop: &mut dyn FnMut() -> Rec| -> (Vec<Vec<f32>>, Option<usize>) {
+            let mut dh = dh;
+            if let Some(a) = a {
+                let Rec::Attn(rs, l) = pop() else { unreachable!("an attention record") };
+                dh = rs.iter().zip(&dh).map(|(rec, d)| a.backward(rec, d, l, &mut ws.flops)).collect();
+            }
+            let Rec::Res(rs, h, w, split) = pop() else { unreachable!("a resnet record") };
+            (r.backward(&rs, &dh, h, w, ws), split)
+        };
+        // Gradients of the skips, in the order they were pushed.
+        let mut dskips: Vec<Vec<Vec<f32>>> = Vec::new();
+        for blk in self.ups.iter().rev() {
+            if let Some(u) = &blk.resample {
+                let (h, w) = conv_dims(pop());
+                dh = u.backward_many(&dh, h, w, true, group(4 * h * w), &mut ws.col, &mut ws.flops);
+            }
+            for j in (0..blk.resnets.len()).rev() {
+                let (dcat, split) = through(&blk.resnets[j], blk.attns.get(j), dh, ws, &mut pop);
+                let split = split.expect("up-block resnets record their split");
+                let (a, b): (Vec<_>, Vec<_>) = dcat.into_iter().map(|mut d| {
+                    let s = d.split_off(split);
+                    (d, s)
+                }).unzip();
+                dh = a;
+                dskips.push(b);
+            }
+        }
+        if let Some((first, a, second)) = &self.mid {
+            dh = through(second, None, dh, ws, &mut pop).0;
+            if let Some(a) = a {
+                let Rec::Attn(rs, l) = pop() else { unreachable!("an attention record") };
+                dh = rs.iter().zip(&dh).map(|(rec, d)| a.backward(rec, d, l, &mut ws.flops)).collect();
+            }
+            dh = through(first, None, dh, ws, &mut pop).0;
+        }
+        let mut i = dskips.len();
+        let mut add_skip = |dh: &mut Vec<Vec<f32>>| {
+            i -= 1;
+            for (a, b) in dh.iter_mut().zip(&dskips[i]) {
+                a.iter_mut().zip(b).for_each(|(a, &b)| *a += b);
+            }
+        };
+        for blk in self.downs.iter().rev() {
+            if let Some(d) = &blk.resample {
+                add_skip(&mut dh);
+                let (h, w) = conv_dims(pop());
+                dh = d.backward_many(&dh, h, w, false, group(h * w / 4), &mut ws.col, &mut ws.flops);
+            }
+            for j in (0..blk.resnets.len()).rev() {
+                add_skip(&mut dh);
+                dh = through(&blk.resnets[j], blk.attns.get(j), dh, ws, &mut pop).0;
+            }
+        }
+        add_skip(&mut dh);
+        let (h0, w0) = conv_dims(pop());
+        let dx = self.conv_in.backward_many(&dh, h0, w0, false, group(h0 * w0), &mut ws.col, &mut ws.flops);
+        let c = if self.center { 2.0 } else { 1.0 };
+        for (o, d) in out.chunks_mut(self.sizes().0).zip(&dx) {
+            o.iter_mut().zip(d).for_each(|(o, &g)| *o = g * c);
+        }
+    }
 }
+
+/// Images per thread in a VJP (its records stay alive until the backward pass).
+const VJP_TEAM: usize = 4;
