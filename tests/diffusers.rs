@@ -431,3 +431,64 @@ fn checkpoint_score_vjp_matches_central_differences() {
         }
     }
 }
+
+/// The DSM loss's parameter gradients against central differences of the loss, tensor by tensor, on
+/// the fixtures with attention (several heads), scale_shift with a centred input and an unpadded
+/// downsampler, and class conditioning: for each tensor a random direction u (scaled to the tensor's
+/// size), u · ∇L must equal (L(θ + εu) − L(θ − εu)) / 2ε.
+///
+/// Tolerance: L is a mean of squares of f32 outputs; the two evaluations run the same operations on
+/// inputs 2ε apart, so most rounding is shared and the quotient's noise is of the order of one f32
+/// rounding of L, ≈ 1e-7·L/ε; 2e-6·L/ε bounds it twentyfold. Truncation O(ε²) is below 1e-4 relative
+/// at ε = 1e-3 (covered by 2e-3·|u·∇L|). A missing or transposed gradient term is off by O(1).
+#[test]
+fn training_gradients_match_central_differences_tensor_by_tensor() {
+    for name in ["ddpm_tiny", "scale_shift", "class_cond"] {
+        let dir = fixture(name);
+        let cfg_path = dir.join("config.json");
+        let cfg = Unet2dConfig::from_json(&cfg_path, &std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        let net = Unet2d::load(cfg, &dir.join("diffusion_pytorch_model.safetensors"), &Device::Cpu).unwrap();
+        let r = TensorFile::open(&dir.join("reference.safetensors")).unwrap();
+        let (xs, x) = r.tensor_f64("x").unwrap();
+        let (_, t) = r.tensor_f64("timesteps").unwrap();
+        let labels: Option<Vec<u32>> = r.names().iter().any(|n| n == "class_labels").then(|| r.tensor_f64("class_labels").unwrap().1.iter().map(|&v| v as u32).collect());
+        let mut cpu = Unet2dCpu::new(&net, xs[2], xs[3]).unwrap();
+        let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+        let mut rng = wfrmix::rng::seeded(5);
+        let mut noise = |n: usize| {
+            let mut a = vec![0.0; n];
+            wfrmix::rng::fill_normal(&mut rng, &mut a);
+            a.iter().map(|&v| v as f32).collect::<Vec<f32>>()
+        };
+        let target = noise(xf.len());
+        let (loss, g) = cpu.loss_and_grads(&xf, &tf, labels.as_deref(), &target).unwrap();
+        let values: Vec<Vec<f32>> = cpu.parameters().iter().map(|(_, _, v)| v.to_vec()).collect();
+        let names: Vec<String> = cpu.parameters().iter().map(|(n, _, _)| n.clone()).collect();
+        let loss_at = |cpu: &Unet2dCpu| {
+            let mut y = vec![0.0f32; xf.len()];
+            cpu.forward(&xf, &tf, labels.as_deref(), &mut y).unwrap();
+            y.iter().zip(&target).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / y.len() as f64
+        };
+        assert!((loss_at(&cpu) / loss - 1.0).abs() < 1e-5, "{name}: the loss of loss_and_grads is the forward's");
+        let eps = 1e-3f32;
+        let mut worst = 0.0f64;
+        for (k, tensor) in values.iter().enumerate() {
+            let rms = (tensor.iter().map(|v| (v * v) as f64).sum::<f64>() / tensor.len() as f64).sqrt() as f32;
+            let u: Vec<f32> = noise(tensor.len()).iter().map(|v| v * (rms + 0.05)).collect();
+            let ad: f64 = u.iter().zip(&g.0[k]).map(|(a, b)| *a as f64 * *b as f64).sum();
+            let mut shifted = |s: f32| {
+                let mut vals = values.clone();
+                vals[k].iter_mut().zip(&u).for_each(|(v, d)| *v += s * d);
+                cpu.set_parameters(&vals);
+                loss_at(&cpu)
+            };
+            let fd = (shifted(eps) - shifted(-eps)) / (2.0 * eps as f64);
+            let tol = 2e-6 * loss / eps as f64 + 2e-3 * ad.abs();
+            worst = worst.max((ad - fd).abs() / tol);
+            assert!((ad - fd).abs() < tol, "{name} {}: u·∇L = {ad}, central difference {fd} (tolerance {tol})", names[k]);
+        }
+        cpu.set_parameters(&values);
+        eprintln!("{name}: {} tensors, worst |Δ| / tolerance = {worst:.3}", values.len());
+    }
+}

@@ -126,6 +126,34 @@ pub(crate) fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_device(&candle_core::Device::Cpu)?.to_vec1()
 }
 
+/// A parameter tensor: its name's last part, its shape and its values.
+pub type Tensor2<'a> = (&'static str, Vec<usize>, &'a mut Vec<f32>);
+
+/// Gradients of a network's parameters, one vector per tensor in the network's parameter order.
+#[derive(Clone, Debug, Default)]
+pub struct Grads(pub Vec<Vec<f32>>);
+
+impl Grads {
+    /// Zero gradients of tensors with these sizes.
+    pub fn zeros(sizes: &[usize]) -> Self {
+        Grads(sizes.iter().map(|&n| vec![0.0; n]).collect())
+    }
+
+    /// self += other, tensor by tensor.
+    pub fn add(&mut self, other: &Grads) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            a.iter_mut().zip(b).for_each(|(a, &b)| *a += b);
+        }
+    }
+}
+
+/// Σ over each row of `dy` [rows, n] into `db`.
+fn add_row_sums(dy: &[f32], n: usize, db: &mut [f32]) {
+    for (r, d) in dy.chunks(n).zip(db.iter_mut()) {
+        *d += r.iter().sum::<f32>();
+    }
+}
+
 /// A 2-D convolution with weights [cout, cin·k·k] (PyTorch's [cout, cin, k, k] flattened) and a bias.
 #[derive(Clone, Debug)]
 pub struct Conv {
@@ -137,6 +165,8 @@ pub struct Conv {
     pad: [usize; 4],
     w: Vec<f32>,
     b: Vec<f32>,
+    /// Index of the weight in the network's parameter list (the bias follows it).
+    pub(crate) id: usize,
 }
 
 impl Conv {
@@ -151,12 +181,43 @@ impl Conv {
             Some(b) => host(b)?,
             None => vec![0.0; cout],
         };
-        Ok(Conv { cout, cin, k, stride: c.config().stride, pad, w: host(c.weight())?, b })
+        Ok(Conv { cout, cin, k, stride: c.config().stride, pad, w: host(c.weight())?, b, id: 0 })
     }
 
     /// Output channels.
     pub fn cout(&self) -> usize {
         self.cout
+    }
+
+    /// The weight [cout, cin, k, k] and the bias.
+    pub fn tensors(&mut self) -> [Tensor2<'_>; 2] {
+        let (o, i, k) = (self.cout, self.cin, self.k);
+        [("weight", vec![o, i, k, k], &mut self.w), ("bias", vec![o], &mut self.b)]
+    }
+
+    /// The weight and bias gradients of Σ dy · conv(x) added into `grads`, for the inputs `xs` and
+    /// output gradients `dys` of [`Self::forward_many`] (same grouping): dW += dy colᵀ, db += Σ dy.
+    #[allow(clippy::too_many_arguments)]
+    pub fn weight_grads(&self, xs: &[Vec<f32>], dys: &[Vec<f32>], h: usize, w: usize, up: bool, group: usize, col: &mut Vec<f32>, grads: &mut Grads, flops: &mut u64) {
+        let (oh, ow) = self.out_hw(h, w, up);
+        let p = oh * ow;
+        let kk = self.cin * self.k * self.k;
+        let mut dyg = Vec::new();
+        for (gx, gy) in xs.chunks(group.max(1)).zip(dys.chunks(group.max(1))) {
+            let n = gx.len() * p;
+            col.resize(kk * n, 0.0);
+            dyg.clear();
+            dyg.resize(self.cout * n, 0.0);
+            for (i, (x, dy)) in gx.iter().zip(gy).enumerate() {
+                self.im2col_strided(x, h, w, up, oh, ow, &mut col[i * p..], n);
+                for c in 0..self.cout {
+                    dyg[c * n + i * p..c * n + (i + 1) * p].copy_from_slice(&dy[c * p..(c + 1) * p]);
+                }
+            }
+            gemm(self.cout, kk, n, &mut grads.0[self.id], kk, true, &dyg, n, 1, col, 1, n, 1.0);
+            add_row_sums(&dyg, n, &mut grads.0[self.id + 1]);
+            *flops += 2 * (self.cout * n * kk) as u64;
+        }
     }
 
     /// The output size for an h × w input (after 2× upsampling when `up`).
@@ -382,12 +443,14 @@ pub struct Norm {
     eps: f64,
     gamma: Vec<f32>,
     beta: Vec<f32>,
+    /// Index of γ in the network's parameter list (β follows it).
+    pub(crate) id: usize,
 }
 
 impl Norm {
     /// From weights and biases of `gamma.len()` channels.
     pub fn new(groups: usize, eps: f64, gamma: Vec<f32>, beta: Vec<f32>) -> Self {
-        Norm { groups, eps, gamma, beta }
+        Norm { groups, eps, gamma, beta, id: 0 }
     }
 
     /// act( GN(x + shift_in[c]) · (1 + scale[c]) + shift[c] ) for `x` [C, hw]: `shift_in` is added to
@@ -453,12 +516,20 @@ impl Norm {
     }
 
     /// The gradient with respect to x of Σ dy · [`Self::apply`](x) (shift_in and post held fixed), from
-    /// the forward pass's input and statistics: with x̂ the normalised input and g = ∂y/∂x̂ per
-    /// element, ∂/∂x = inv·(g − mean(g) − x̂·mean(g x̂)) over each group.
+    /// the forward pass's input and statistics.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(&self, x: &[f32], hw: usize, st: &[(f64, f64)], shift_in: Option<&[f32]>, post: Option<(&[f32], &[f32])>, act: Option<Act>, dy: &[f32]) -> Vec<f32> {
-        let cg = self.gamma.len() / self.groups;
-        let mut dx = vec![0.0f32; x.len()];
+        self.backward_full(x, hw, st, shift_in, post, act, dy, None).dx
+    }
+
+    /// The gradients of Σ dy · [`Self::apply`]: with x̂ the normalised input, z = x̂·γ(1 + scale) +
+    /// β(1 + scale) + shift and g = ∂/∂x̂ per element, ∂/∂x = inv·(g − mean(g) − x̂·mean(g x̂)) over each
+    /// group; γ's and β's gradients go into `grads` when given; the time terms' gradients are returned.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_full(&self, x: &[f32], hw: usize, st: &[(f64, f64)], shift_in: Option<&[f32]>, post: Option<(&[f32], &[f32])>, act: Option<Act>, dy: &[f32], mut grads: Option<&mut Grads>) -> NormBack {
+        let c = self.gamma.len();
+        let cg = c / self.groups;
+        let mut nb = NormBack { dx: vec![0.0f32; x.len()], d_shift_in: vec![0.0; c], d_scale: vec![0.0; c], d_shift: vec![0.0; c] };
         let mut gx = vec![0.0f64; cg * hw];
         for (gi, &(mean, inv)) in st.iter().enumerate() {
             let (mut sa, mut sb) = (0.0f64, 0.0f64);
@@ -466,15 +537,25 @@ impl Norm {
                 let (m, q, g) = self.coeffs(ch, (mean, inv), shift_in, post);
                 let a = shift_in.map_or(0.0, |s| s[ch]) as f64;
                 let r = ch * hw..(ch + 1) * hw;
+                let (mut sz, mut szx) = (0.0f64, 0.0f64);
                 for ((gv, &xv), &d) in gx[k * hw..(k + 1) * hw].iter_mut().zip(&x[r.clone()]).zip(&dy[r]) {
                     let dz = match act {
                         Some(f) => d * f.grad(xv * m + q),
                         None => d,
-                    };
-                    *gv = dz as f64 * g;
+                    } as f64;
                     let xh = (xv as f64 + a - mean) * inv;
+                    *gv = dz * g;
                     sa += *gv;
                     sb += *gv * xh;
+                    sz += dz;
+                    szx += dz * xh;
+                }
+                let mul = post.map_or(1.0, |(sc, _)| 1.0 + sc[ch] as f64);
+                nb.d_scale[ch] = (self.gamma[ch] as f64 * szx + self.beta[ch] as f64 * sz) as f32;
+                nb.d_shift[ch] = sz as f32;
+                if let Some(gr) = grads.as_deref_mut() {
+                    gr.0[self.id][ch] += (mul * szx) as f32;
+                    gr.0[self.id + 1][ch] += (mul * sz) as f32;
                 }
             }
             let n = (cg * hw) as f64;
@@ -482,14 +563,33 @@ impl Norm {
             for (k, ch) in (gi * cg..(gi + 1) * cg).enumerate() {
                 let a = shift_in.map_or(0.0, |s| s[ch]) as f64;
                 let r = ch * hw..(ch + 1) * hw;
-                for ((o, &xv), &gv) in dx[r.clone()].iter_mut().zip(&x[r]).zip(&gx[k * hw..(k + 1) * hw]) {
+                let mut sdx = 0.0f64;
+                for ((o, &xv), &gv) in nb.dx[r.clone()].iter_mut().zip(&x[r]).zip(&gx[k * hw..(k + 1) * hw]) {
                     let xh = (xv as f64 + a - mean) * inv;
-                    *o = (inv * (gv - ma - xh * mb)) as f32;
+                    let v = inv * (gv - ma - xh * mb);
+                    sdx += v;
+                    *o = v as f32;
                 }
+                nb.d_shift_in[ch] = sdx as f32;
             }
         }
-        dx
+        nb
     }
+
+    /// γ and β.
+    pub fn tensors(&mut self) -> [Tensor2<'_>; 2] {
+        let c = self.gamma.len();
+        [("weight", vec![c], &mut self.gamma), ("bias", vec![c], &mut self.beta)]
+    }
+}
+
+/// The gradients [`Norm::backward_full`] returns: with respect to the input, and per channel to the
+/// input shift, the scale and the shift.
+pub struct NormBack {
+    pub dx: Vec<f32>,
+    pub d_shift_in: Vec<f32>,
+    pub d_scale: Vec<f32>,
+    pub d_shift: Vec<f32>,
 }
 
 /// dst = act(src · m + q), element-wise (the AVX2 build where the CPU has it: no FMA, so the same bits).
@@ -567,6 +667,8 @@ pub struct Lin {
     inp: usize,
     w: Vec<f32>,
     b: Vec<f32>,
+    /// Index of the weight in the network's parameter list (the bias follows it).
+    pub(crate) id: usize,
 }
 
 impl Lin {
@@ -577,7 +679,7 @@ impl Lin {
             Some(b) => host(b)?,
             None => vec![0.0; out],
         };
-        Ok(Lin { out, inp, w: host(l.weight())?, b })
+        Ok(Lin { out, inp, w: host(l.weight())?, b, id: 0 })
     }
 
     /// W x + b for one vector x (with `act` applied to x first when given).
@@ -587,6 +689,42 @@ impl Lin {
             None => x.to_vec(),
         };
         (0..self.out).map(|o| self.b[o] + self.w[o * self.inp..(o + 1) * self.inp].iter().zip(&xa).map(|(w, v)| w * v).sum::<f32>()).collect()
+    }
+
+    /// The weight [out, in] and the bias.
+    pub fn tensors(&mut self) -> [Tensor2<'_>; 2] {
+        let (o, i) = (self.out, self.inp);
+        [("weight", vec![o, i], &mut self.w), ("bias", vec![o], &mut self.b)]
+    }
+
+    /// Output size.
+    pub fn out_dim(&self) -> usize {
+        self.out
+    }
+
+    /// For y = [`Self::vec`](x, act): the weight and bias gradients of dy · y added into `grads`, and
+    /// the gradient with respect to x.
+    pub fn vec_backward(&self, x: &[f32], act: Option<Act>, dy: &[f32], grads: Option<&mut Grads>) -> Vec<f32> {
+        if let Some(g) = grads {
+            let xa: Vec<f32> = x.iter().map(|&v| act.map_or(v, |a| a.at(v))).collect();
+            for (o, &d) in dy.iter().enumerate() {
+                g.0[self.id][o * self.inp..(o + 1) * self.inp].iter_mut().zip(&xa).for_each(|(w, &v)| *w += d * v);
+                g.0[self.id + 1][o] += d;
+            }
+        }
+        (0..self.inp)
+            .map(|i| {
+                let s: f32 = dy.iter().enumerate().map(|(o, &d)| d * self.w[o * self.inp + i]).sum();
+                act.map_or(s, |a| s * a.grad(x[i]))
+            })
+            .collect()
+    }
+
+    /// For Y = [`Self::cols`](X): dW += dY Xᵀ and db += Σ dY into `grads`.
+    pub fn cols_weight_grads(&self, x: &[f32], dy: &[f32], n: usize, grads: &mut Grads, flops: &mut u64) {
+        gemm(self.out, self.inp, n, &mut grads.0[self.id], self.inp, true, dy, n, 1, x, 1, n, 1.0);
+        add_row_sums(dy, n, &mut grads.0[self.id + 1]);
+        *flops += 2 * (self.out * n * self.inp) as u64;
     }
 
     /// dst [in, n] += Wᵀ dy for the columns of dy [out, n].
@@ -632,6 +770,8 @@ pub struct AttnRec {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
+    /// The heads' output before the output projection.
+    o: Vec<f32>,
 }
 
 impl SelfAttention {
@@ -664,7 +804,7 @@ impl SelfAttention {
         let mut y = self.out.cols(&o, l, flops);
         let r = 1.0 / self.rescale;
         y.iter_mut().zip(x).for_each(|(y, &xv)| *y = (*y + xv) * r);
-        (y, AttnRec { x: x.to_vec(), stats, q, k, v })
+        (y, AttnRec { x: x.to_vec(), stats, q, k, v, o })
     }
 
     /// P[i, j] = softmax_j(Σ_a q[a, i] k[a, j] / √dh) for one head (q, k: [dh, L] at row stride L).
@@ -674,8 +814,9 @@ impl SelfAttention {
         p.chunks_mut(l).for_each(softmax);
     }
 
-    /// The gradient with respect to x of Σ dy · [`Self::forward`](x), from the forward's record.
-    pub fn backward(&self, rec: &AttnRec, dy: &[f32], l: usize, flops: &mut u64) -> Vec<f32> {
+    /// The gradient with respect to x of Σ dy · [`Self::forward`](x), from the forward's record; the
+    /// parameters' gradients go into `grads` when given.
+    pub fn backward(&self, rec: &AttnRec, dy: &[f32], l: usize, flops: &mut u64, mut grads: Option<&mut Grads>) -> Vec<f32> {
         let c = self.q.out;
         let dh = c / self.heads;
         let scale = 1.0 / (dh as f32).sqrt();
@@ -705,8 +846,18 @@ impl SelfAttention {
         self.q.cols_t_acc(&dq, l, &mut dhn, flops);
         self.k.cols_t_acc(&dk, l, &mut dhn, flops);
         self.v.cols_t_acc(&dv, l, &mut dhn, flops);
+        if let Some(g) = grads.as_deref_mut() {
+            let hn = match &self.norm {
+                Some(n) => n.apply_with(&rec.x, l, &rec.stats, None, None, None),
+                None => rec.x.clone(),
+            };
+            self.out.cols_weight_grads(&rec.o, &dyr, l, g, flops);
+            for (lin, d) in [(&self.q, &dq), (&self.k, &dk), (&self.v, &dv)] {
+                lin.cols_weight_grads(&hn, d, l, g, flops);
+            }
+        }
         let mut dx = match &self.norm {
-            Some(n) => n.backward(&rec.x, l, &rec.stats, None, None, None, &dhn),
+            Some(n) => n.backward_full(&rec.x, l, &rec.stats, None, None, None, &dhn, grads).dx,
             None => dhn,
         };
         dx.iter_mut().zip(&dyr).for_each(|(d, &g)| *d += g);

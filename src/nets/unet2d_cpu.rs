@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::nets::header::backend;
-use crate::nets::kernels::{host, Act, AttnRec, Conv, Lin, Norm, SelfAttention};
+use crate::nets::kernels::{host, Act, AttnRec, Conv, Grads, Lin, Norm, SelfAttention, Tensor2};
 use crate::nets::unet2d::{Attn, GNorm, Resnet, TimeProj, Unet2d};
 
 fn norm(g: &GNorm) -> candle_core::Result<Norm> {
@@ -94,25 +94,51 @@ impl Res {
         }
     }
 
-    /// The gradient with respect to each input of Σ dy · resnet(x), from the forward's records.
-    fn backward(&self, recs: &[ResRec], dys: &[Vec<f32>], h: usize, w: usize, ws: &mut Work) -> Vec<Vec<f32>> {
+    /// The gradient with respect to each input of Σ dy · resnet(x), from the forward's records; with
+    /// `train` = (gradients, time embeddings, their gradients), the parameters' gradients and the
+    /// embeddings' are added in.
+    #[allow(clippy::type_complexity)]
+    fn backward(&self, recs: &[ResRec], dys: &[Vec<f32>], h: usize, w: usize, ws: &mut Work, mut train: Option<(&mut Grads, &[Vec<f32>], &mut [Vec<f32>])>) -> Vec<Vec<f32>> {
         let hw = h * w;
         let g = group(hw);
         let d = self.out_scale;
         let dyd: Vec<Vec<f32>> = dys.iter().map(|dy| dy.iter().map(|&v| v / d).collect()).collect();
+        if let Some((gr, _, _)) = train.as_mut() {
+            let a2: Vec<Vec<f32>> = recs
+                .iter()
+                .map(|r| {
+                    let (shift, post) = self.time_terms(&r.t);
+                    self.norm2.apply_with(&r.hb, hw, &r.st2, shift, post, Some(self.act))
+                })
+                .collect();
+            self.conv2.weight_grads(&a2, &dyd, h, w, false, g, &mut ws.col, gr, &mut ws.flops);
+        }
         let da2 = self.conv2.backward_many(&dyd, h, w, false, g, &mut ws.col, &mut ws.flops);
-        let dhb: Vec<Vec<f32>> = recs
-            .iter()
-            .zip(&da2)
-            .map(|(r, da)| {
-                let (shift, post) = self.time_terms(&r.t);
-                self.norm2.backward(&r.hb, hw, &r.st2, shift, post, Some(self.act), da)
-            })
-            .collect();
+        let mut dhb = Vec::with_capacity(recs.len());
+        for (i, (r, da)) in recs.iter().zip(&da2).enumerate() {
+            let (shift, post) = self.time_terms(&r.t);
+            let nb = self.norm2.backward_full(&r.hb, hw, &r.st2, shift, post, Some(self.act), da, train.as_mut().map(|(gr, _, _)| &mut **gr));
+            if let Some((gr, embs, demb)) = train.as_mut() {
+                let dt: Vec<f32> = if self.scale_shift { nb.d_scale.iter().chain(&nb.d_shift).copied().collect() } else { nb.d_shift_in.clone() };
+                let de = self.temb.vec_backward(&embs[i], Some(self.act), &dt, Some(gr));
+                demb[i].iter_mut().zip(&de).for_each(|(a, &b)| *a += b);
+            }
+            dhb.push(nb.dx);
+        }
+        if let Some((gr, _, _)) = train.as_mut() {
+            let a: Vec<Vec<f32>> = recs.iter().map(|r| self.norm1.apply_with(&r.x, hw, &r.st1, None, None, Some(self.act))).collect();
+            self.conv1.weight_grads(&a, &dhb, h, w, false, g, &mut ws.col, gr, &mut ws.flops);
+        }
         let da = self.conv1.backward_many(&dhb, h, w, false, g, &mut ws.col, &mut ws.flops);
-        let mut dx: Vec<Vec<f32>> = recs.iter().zip(&da).map(|(r, da)| self.norm1.backward(&r.x, hw, &r.st1, None, None, Some(self.act), da)).collect();
+        let mut dx: Vec<Vec<f32>> = recs.iter().zip(&da).map(|(r, da)| self.norm1.backward_full(&r.x, hw, &r.st1, None, None, Some(self.act), da, train.as_mut().map(|(gr, _, _)| &mut **gr)).dx).collect();
         let dskip = match &self.shortcut {
-            Some(s) => s.backward_many(&dyd, h, w, false, g, &mut ws.col, &mut ws.flops),
+            Some(s) => {
+                if let Some((gr, _, _)) = train.as_mut() {
+                    let xs: Vec<Vec<f32>> = recs.iter().map(|r| r.x.clone()).collect();
+                    s.weight_grads(&xs, &dyd, h, w, false, g, &mut ws.col, gr, &mut ws.flops);
+                }
+                s.backward_many(&dyd, h, w, false, g, &mut ws.col, &mut ws.flops)
+            }
             None => dyd,
         };
         for (a, b) in dx.iter_mut().zip(&dskip) {
@@ -120,6 +146,54 @@ impl Res {
         }
         dx
     }
+
+    /// The resnet's modules under their diffusers names.
+    fn modules<'a>(&'a mut self, p: &str, out: &mut Vec<(String, Module<'a>)>) {
+        out.push((format!("{p}.norm1"), Module::Norm(&mut self.norm1)));
+        out.push((format!("{p}.conv1"), Module::Conv(&mut self.conv1)));
+        out.push((format!("{p}.time_emb_proj"), Module::Lin(&mut self.temb)));
+        out.push((format!("{p}.norm2"), Module::Norm(&mut self.norm2)));
+        out.push((format!("{p}.conv2"), Module::Conv(&mut self.conv2)));
+        if let Some(c) = &mut self.shortcut {
+            out.push((format!("{p}.conv_shortcut"), Module::Conv(c)));
+        }
+    }
+}
+
+/// A module with parameters, for walking the network.
+enum Module<'a> {
+    Conv(&'a mut Conv),
+    Lin(&'a mut Lin),
+    Norm(&'a mut Norm),
+}
+
+impl<'a> Module<'a> {
+    fn id(&mut self) -> &mut usize {
+        match self {
+            Module::Conv(c) => &mut c.id,
+            Module::Lin(l) => &mut l.id,
+            Module::Norm(n) => &mut n.id,
+        }
+    }
+
+    fn tensors(self) -> [Tensor2<'a>; 2] {
+        match self {
+            Module::Conv(c) => c.tensors(),
+            Module::Lin(l) => l.tensors(),
+            Module::Norm(n) => n.tensors(),
+        }
+    }
+}
+
+/// An attention block's modules under their diffusers names (the current naming).
+fn attn_modules<'a>(a: &'a mut SelfAttention, p: &str, out: &mut Vec<(String, Module<'a>)>) {
+    if let Some(n) = &mut a.norm {
+        out.push((format!("{p}.group_norm"), Module::Norm(n)));
+    }
+    out.push((format!("{p}.to_q"), Module::Lin(&mut a.q)));
+    out.push((format!("{p}.to_k"), Module::Lin(&mut a.k)));
+    out.push((format!("{p}.to_v"), Module::Lin(&mut a.v)));
+    out.push((format!("{p}.to_out.0"), Module::Lin(&mut a.out)));
 }
 
 /// What [`Res::backward`] needs of one image's forward pass.
@@ -131,6 +205,12 @@ struct ResRec {
     t: Vec<f32>,
 }
 
+/// A forward pass's records, and whether they include the convolutions' inputs (for weight gradients).
+pub(crate) struct Tape {
+    recs: Vec<Rec>,
+    keep_inputs: bool,
+}
+
 /// One forward step as the backward pass finds it (popped in reverse order).
 enum Rec {
     /// A resnet's records at h × w; for an up-block resnet, the channels of its input that came
@@ -138,8 +218,8 @@ enum Rec {
     Res(Vec<ResRec>, usize, usize, Option<usize>),
     /// An attention block on L positions.
     Attn(Vec<AttnRec>, usize),
-    /// A convolution's input size.
-    Conv(usize, usize),
+    /// A convolution's input size, and its inputs when the tape keeps them (training).
+    Conv(usize, usize, Vec<Vec<f32>>),
     /// The output norm's inputs and statistics.
     Out(Vec<Vec<f32>>, Vec<Vec<(f64, f64)>>, usize),
 }
@@ -192,6 +272,10 @@ pub struct Unet2dCpu {
     lin2: Lin,
     /// Class embeddings [classes, temb].
     class_emb: Option<(usize, Vec<f32>)>,
+    /// The class embeddings' index in the parameter list.
+    class_id: usize,
+    /// The parameter tensors' sizes, in the parameter order.
+    param_sizes: Vec<usize>,
     conv_in: Conv,
     downs: Vec<Level>,
     mid: Option<(Res, Option<SelfAttention>, Res)>,
@@ -242,6 +326,8 @@ impl Unet2dCpu {
             lin1: Lin::from_candle(&net.lin1)?,
             lin2: Lin::from_candle(&net.lin2)?,
             class_emb,
+            class_id: 0,
+            param_sizes: Vec::new(),
             conv_in: conv(&net.conv_in)?,
             downs,
             mid,
@@ -249,6 +335,165 @@ impl Unet2dCpu {
             norm_out: norm(&net.norm_out)?,
             conv_out: conv(&net.conv_out)?,
         })
+        .map(|mut m| {
+            m.assign_ids();
+            m
+        })
+    }
+
+    /// The modules with parameters under their diffusers names, in the network's parameter order, and
+    /// the class embeddings (width, table) if any.
+    #[allow(clippy::type_complexity)]
+    fn modules(&mut self) -> (Vec<(String, Module<'_>)>, Option<(usize, &mut Vec<f32>)>) {
+        let Unet2dCpu { conv_in, lin1, lin2, downs, mid, ups, norm_out, conv_out, class_emb, .. } = self;
+        let mut out = vec![
+            ("conv_in".to_string(), Module::Conv(conv_in)),
+            ("time_embedding.linear_1".to_string(), Module::Lin(lin1)),
+            ("time_embedding.linear_2".to_string(), Module::Lin(lin2)),
+        ];
+        fn blocks<'a>(out: &mut Vec<(String, Module<'a>)>, levels: &'a mut [Level], kind: &str, resample: &str) {
+            for (i, blk) in levels.iter_mut().enumerate() {
+                let p = format!("{kind}.{i}");
+                for (j, r) in blk.resnets.iter_mut().enumerate() {
+                    r.modules(&format!("{p}.resnets.{j}"), out);
+                }
+                for (j, a) in blk.attns.iter_mut().enumerate() {
+                    attn_modules(a, &format!("{p}.attentions.{j}"), out);
+                }
+                if let Some(c) = &mut blk.resample {
+                    out.push((format!("{p}.{resample}.0.conv"), Module::Conv(c)));
+                }
+            }
+        }
+        blocks(&mut out, downs, "down_blocks", "downsamplers");
+        if let Some((first, a, second)) = mid {
+            first.modules("mid_block.resnets.0", &mut out);
+            if let Some(a) = a {
+                attn_modules(a, "mid_block.attentions.0", &mut out);
+            }
+            second.modules("mid_block.resnets.1", &mut out);
+        }
+        blocks(&mut out, ups, "up_blocks", "upsamplers");
+        out.push(("conv_norm_out".to_string(), Module::Norm(norm_out)));
+        out.push(("conv_out".to_string(), Module::Conv(conv_out)));
+        (out, class_emb.as_mut().map(|(dim, e)| (*dim, e)))
+    }
+
+    /// Number every module's tensors in the parameter order (the class embeddings last).
+    fn assign_ids(&mut self) {
+        let mut n = 0;
+        for (_, mut m) in self.modules().0 {
+            *m.id() = n;
+            n += 2;
+        }
+        self.class_id = n;
+        self.param_sizes = self.parameters().iter().map(|(_, _, v)| v.len()).collect();
+    }
+
+    /// Every parameter tensor with its diffusers name, shape and values, in the parameter order (the
+    /// order of [`Grads`]). Fourier time-projection weights are fixed, not parameters.
+    pub fn parameters(&mut self) -> Vec<(String, Vec<usize>, &mut Vec<f32>)> {
+        let (mods, class) = self.modules();
+        let mut out = Vec::new();
+        for (name, m) in mods {
+            for (suffix, shape, v) in m.tensors() {
+                out.push((format!("{name}.{suffix}"), shape, v));
+            }
+        }
+        if let Some((dim, e)) = class {
+            let k = e.len() / dim;
+            out.push(("class_embedding.weight".to_string(), vec![k, dim], e));
+        }
+        out
+    }
+
+    /// The sizes of the parameter tensors, in the parameter order.
+    pub fn parameter_sizes(&self) -> &[usize] {
+        &self.param_sizes
+    }
+
+    /// A freshly initialised network of `cfg` (its `sample_size` gives the image size) with PyTorch's
+    /// default initialisation, drawn from `rng`: convolution and linear weights and biases
+    /// U(−1/√fan_in, 1/√fan_in), group norms γ = 1 and β = 0, class embeddings N(0, 1).
+    pub fn init(cfg: crate::nets::unet2d::Unet2dConfig, rng: &mut crate::rng::Rng) -> Result<Self> {
+        let (h, w) = cfg.sample_hw().ok_or_else(|| Error::param("sample_size", "missing", "the architecture needs the image size"))?;
+        let vb = candle_nn::VarBuilder::zeros(candle_core::DType::F32, &candle_core::Device::Cpu);
+        let net = Unet2d::new(cfg, vb).map_err(backend("building the UNet2DModel"))?;
+        let mut m = Unet2dCpu::new(&net, h, w)?;
+        let (mods, class) = m.modules();
+        for (_, module) in mods {
+            let is_norm = matches!(module, Module::Norm(_));
+            let [(_, ws, wv), (_, _, bv)] = module.tensors();
+            if is_norm {
+                wv.fill(1.0);
+                bv.fill(0.0);
+            } else {
+                let fan_in: usize = ws[1..].iter().product();
+                let bound = 1.0 / (fan_in as f64).sqrt();
+                for v in wv.iter_mut().chain(bv.iter_mut()) {
+                    *v = ((2.0 * crate::rng::uniform(rng) - 1.0) * bound) as f32;
+                }
+            }
+        }
+        if let Some((_, e)) = class {
+            let mut z = vec![0.0; e.len()];
+            crate::rng::fill_normal(rng, &mut z);
+            e.iter_mut().zip(&z).for_each(|(a, &b)| *a = b as f32);
+        }
+        Ok(m)
+    }
+
+    /// Replace the parameters by `values` (the order and sizes of [`Self::parameters`]).
+    pub fn set_parameters(&mut self, values: &[Vec<f32>]) {
+        for ((_, _, dst), src) in self.parameters().into_iter().zip(values) {
+            dst.copy_from_slice(src);
+        }
+    }
+
+    /// Denoising score matching on a batch: the mean over images and pixels of (net(x_t, t) − ε)², and
+    /// its gradient with respect to every parameter (the order of [`Self::parameters`]). Teams of
+    /// four images run forward and backward on one thread, four teams per gradient accumulator, the
+    /// accumulators summed in order: the same bits on any thread count.
+    pub fn loss_and_grads(&self, xt: &[f32], t: &[f32], class_labels: Option<&[u32]>, target: &[f32]) -> Result<(f64, Grads)> {
+        let (di, dout) = self.sizes();
+        self.check(xt, t, class_labels, target)?;
+        let n = (t.len() * dout) as f64;
+        let slot = 4 * VJP_TEAM;
+        let parts: Vec<(f64, Grads)> = xt
+            .par_chunks(slot * di)
+            .zip(target.par_chunks(slot * dout))
+            .enumerate()
+            .map_init(Work::default, |ws, (si, (xs, ys))| {
+                let mut g = Grads::zeros(&self.param_sizes);
+                let mut sq = 0.0f64;
+                for (j, (xi, yi)) in xs.chunks(VJP_TEAM * di).zip(ys.chunks(VJP_TEAM * dout)).enumerate() {
+                    let start = si * slot + j * VJP_TEAM;
+                    let r = start..start + xi.len() / di;
+                    let class = class_labels.map(|l| &l[r.clone()]);
+                    let mut tape = Tape { recs: Vec::new(), keep_inputs: true };
+                    let mut y = vec![0.0f32; yi.len()];
+                    self.forward_team(xi, &t[r.clone()], class, &mut y, ws, Some(&mut tape));
+                    let v: Vec<f32> = y
+                        .iter()
+                        .zip(yi)
+                        .map(|(p, e)| {
+                            let d = p - e;
+                            sq += (d as f64) * (d as f64);
+                            (2.0 * d as f64 / n) as f32
+                        })
+                        .collect();
+                    self.backward_team(tape, &v, &t[r], class, &mut [], ws, Some(&mut g));
+                }
+                (sq, g)
+            })
+            .collect();
+        let mut total = Grads::zeros(&self.param_sizes);
+        let mut sq = 0.0;
+        for (s, g) in &parts {
+            sq += s;
+            total.add(g);
+        }
+        Ok((sq / n, total))
     }
 
     /// Values per input image and per output image.
@@ -302,15 +547,17 @@ impl Unet2dCpu {
 
     /// The network on the images of `x` (a team) into `out`; with a tape, what the backward pass
     /// needs is recorded on it.
-    fn forward_team(&self, x: &[f32], t: &[f32], class: Option<&[u32]>, out: &mut [f32], ws: &mut Work, mut tape: Option<&mut Vec<Rec>>) {
+    fn forward_team(&self, x: &[f32], t: &[f32], class: Option<&[u32]>, out: &mut [f32], ws: &mut Work, mut tape: Option<&mut Tape>) {
         let [_, h0, w0] = self.shape_in;
         let (di, dout) = self.sizes();
         let xs: Vec<Vec<f32>> = x.chunks(di).map(|xi| if self.center { xi.iter().map(|&v| v * 2.0 - 1.0).collect() } else { xi.to_vec() }).collect();
         let embs = self.embeddings(t, class);
         let taping = tape.is_some();
+        let keep = tape.as_ref().is_some_and(|t| t.keep_inputs);
+        let kept = |h: &Vec<Vec<f32>>| if keep { h.clone() } else { Vec::new() };
         let mut rec = |r: Rec| {
             if let Some(tp) = tape.as_deref_mut() {
-                tp.push(r);
+                tp.recs.push(r);
             }
         };
         let res = |r: &Res, h: &[Vec<f32>], hh: usize, ww: usize, ws: &mut Work, split: Option<usize>, rec: &mut dyn FnMut(Rec)| -> Vec<Vec<f32>> {
@@ -327,7 +574,7 @@ impl Unet2dCpu {
             rec(Rec::Attn(rs, l));
             ys
         };
-        rec(Rec::Conv(h0, w0));
+        rec(Rec::Conv(h0, w0, kept(&xs)));
         let (mut h, mut hh, mut ww) = self.conv_in.forward_many(&xs, h0, w0, false, group(h0 * w0), &mut ws.col, &mut ws.flops);
         let mut skips = vec![h.clone()];
         for blk in &self.downs {
@@ -339,7 +586,7 @@ impl Unet2dCpu {
                 skips.push(h.clone());
             }
             if let Some(d) = &blk.resample {
-                rec(Rec::Conv(hh, ww));
+                rec(Rec::Conv(hh, ww, kept(&h)));
                 (h, hh, ww) = d.forward_many(&h, hh, ww, false, group(hh * ww / 4), &mut ws.col, &mut ws.flops);
                 skips.push(h.clone());
             }
@@ -363,7 +610,7 @@ impl Unet2dCpu {
                 }
             }
             if let Some(u) = &blk.resample {
-                rec(Rec::Conv(hh, ww));
+                rec(Rec::Conv(hh, ww, kept(&h)));
                 (h, hh, ww) = u.forward_many(&h, hh, ww, true, group(4 * hh * ww), &mut ws.col, &mut ws.flops);
             }
         }
@@ -371,7 +618,7 @@ impl Unet2dCpu {
         let a: Vec<Vec<f32>> = h.iter().zip(&st).map(|(x, st)| self.norm_out.apply_with(x, hh * ww, st, None, None, Some(Act::Silu))).collect();
         if taping {
             rec(Rec::Out(h, st, hh * ww));
-            rec(Rec::Conv(hh, ww));
+            rec(Rec::Conv(hh, ww, Vec::new()));
         }
         let (o, _, _) = self.conv_out.forward_many(&a, hh, ww, false, group(hh * ww), &mut ws.col, &mut ws.flops);
         for ((dst, o), &ti) in out.chunks_mut(dout).zip(&o).zip(t) {
@@ -410,61 +657,74 @@ impl Unet2dCpu {
         }
         out.par_chunks_mut(VJP_TEAM * di).zip(x.par_chunks(VJP_TEAM * di)).zip(v.par_chunks(VJP_TEAM * dout)).enumerate().for_each_init(Work::default, |ws, (j, ((o, xi), vi))| {
             let r = j * VJP_TEAM..j * VJP_TEAM + xi.len() / di;
-            let mut tape = Vec::new();
+            let mut tape = Tape { recs: Vec::new(), keep_inputs: false };
             let mut y = vec![0.0f32; vi.len()];
-            self.forward_team(xi, &t[r.clone()], class_labels.map(|l| &l[r.clone()]), &mut y, ws, Some(&mut tape));
-            self.backward_team(tape, vi, &t[r], o, ws);
+            let class = class_labels.map(|l| &l[r.clone()]);
+            self.forward_team(xi, &t[r.clone()], class, &mut y, ws, Some(&mut tape));
+            self.backward_team(tape, vi, &t[r], class, o, ws, None);
         });
         Ok(())
     }
 
-    /// The backward pass over a team's tape for cotangents `v`, into `out`.
-    fn backward_team(&self, mut tape: Vec<Rec>, v: &[f32], t: &[f32], out: &mut [f32], ws: &mut Work) {
+    /// The backward pass over a team's tape for cotangents `v`: the input gradients into `out` (when
+    /// not empty) and, with `grads`, every parameter's gradient added into it.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_team(&self, tape: Tape, v: &[f32], t: &[f32], class: Option<&[u32]>, out: &mut [f32], ws: &mut Work, mut grads: Option<&mut Grads>) {
         let (_, dout) = self.sizes();
-        let mut pop = || tape.pop().expect("the tape holds one record per forward step");
-        let conv_dims = |r: Rec| match r {
-            Rec::Conv(h, w) => (h, w),
-            _ => unreachable!("a convolution's record"),
-        };
+        let mut recs = tape.recs;
+        let mut pop = || recs.pop().expect("the tape holds one record per forward step");
+        let embs = self.embeddings(t, class);
+        let mut demb: Vec<Vec<f32>> = embs.iter().map(|e| vec![0.0; e.len()]).collect();
         let mut dh: Vec<Vec<f32>> = v.chunks(dout).zip(t).map(|(vi, &ti)| if self.fourier { vi.iter().map(|&a| a / ti).collect() } else { vi.to_vec() }).collect();
-        let (hh, ww) = conv_dims(pop());
-        let da = self.conv_out.backward_many(&dh, hh, ww, false, group(hh * ww), &mut ws.col, &mut ws.flops);
+        let Rec::Conv(hh, ww, _) = pop() else { unreachable!("the output convolution's record") };
         let Rec::Out(hs, sts, hw) = pop() else { unreachable!("the output norm's record") };
-        dh = hs.iter().zip(&sts).zip(&da).map(|((x, st), d)| self.norm_out.backward(x, hw, st, None, None, Some(Act::Silu), d)).collect();
-        let through = |r: &Res, a: Option<&SelfAttention>, dh: Vec<Vec<f32>>, ws: &mut Work, pop: &mut dyn FnMut() -> Rec| -> (Vec<Vec<f32>>, Option<usize>) {
+        if let Some(g) = grads.as_deref_mut() {
+            let a: Vec<Vec<f32>> = hs.iter().zip(&sts).map(|(x, st)| self.norm_out.apply_with(x, hw, st, None, None, Some(Act::Silu))).collect();
+            self.conv_out.weight_grads(&a, &dh, hh, ww, false, group(hw), &mut ws.col, g, &mut ws.flops);
+        }
+        let da = self.conv_out.backward_many(&dh, hh, ww, false, group(hw), &mut ws.col, &mut ws.flops);
+        dh = hs.iter().zip(&sts).zip(&da).map(|((x, st), d)| self.norm_out.backward_full(x, hw, st, None, None, Some(Act::Silu), d, grads.as_deref_mut()).dx).collect();
+        let conv_back = |c: &Conv, up: bool, dh: Vec<Vec<f32>>, ws: &mut Work, grads: &mut Option<&mut Grads>, pop: &mut dyn FnMut() -> Rec| {
+            let Rec::Conv(h, w, inputs) = pop() else { unreachable!("a convolution's record") };
+            let (oh, ow) = c.out_hw(h, w, up);
+            if let Some(g) = grads.as_deref_mut() {
+                c.weight_grads(&inputs, &dh, h, w, up, group(oh * ow), &mut ws.col, g, &mut ws.flops);
+            }
+            c.backward_many(&dh, h, w, up, group(oh * ow), &mut ws.col, &mut ws.flops)
+        };
+        let through = |r: &Res, a: Option<&SelfAttention>, dh: Vec<Vec<f32>>, ws: &mut Work, grads: &mut Option<&mut Grads>, demb: &mut [Vec<f32>], pop: &mut dyn FnMut() -> Rec| -> (Vec<Vec<f32>>, Option<usize>) {
             let mut dh = dh;
             if let Some(a) = a {
                 let Rec::Attn(rs, l) = pop() else { unreachable!("an attention record") };
-                dh = rs.iter().zip(&dh).map(|(rec, d)| a.backward(rec, d, l, &mut ws.flops)).collect();
+                dh = rs.iter().zip(&dh).map(|(rec, d)| a.backward(rec, d, l, &mut ws.flops, grads.as_deref_mut())).collect();
             }
             let Rec::Res(rs, h, w, split) = pop() else { unreachable!("a resnet record") };
-            (r.backward(&rs, &dh, h, w, ws), split)
+            let tr = grads.as_deref_mut().map(|g| (g, &embs[..], demb));
+            (r.backward(&rs, &dh, h, w, ws, tr), split)
         };
         // Gradients of the skips, in the order they were pushed.
         let mut dskips: Vec<Vec<Vec<f32>>> = Vec::new();
         for blk in self.ups.iter().rev() {
             if let Some(u) = &blk.resample {
-                let (h, w) = conv_dims(pop());
-                dh = u.backward_many(&dh, h, w, true, group(4 * h * w), &mut ws.col, &mut ws.flops);
+                dh = conv_back(u, true, dh, ws, &mut grads, &mut pop);
             }
             for j in (0..blk.resnets.len()).rev() {
-                let (dcat, split) = through(&blk.resnets[j], blk.attns.get(j), dh, ws, &mut pop);
+                let (dcat, split) = through(&blk.resnets[j], blk.attns.get(j), dh, ws, &mut grads, &mut demb, &mut pop);
                 let split = split.expect("up-block resnets record their split");
-                let (a, b): (Vec<_>, Vec<_>) = dcat.into_iter().map(|mut d| {
-                    let s = d.split_off(split);
-                    (d, s)
-                }).unzip();
+                let (a, b): (Vec<_>, Vec<_>) = dcat
+                    .into_iter()
+                    .map(|mut d| {
+                        let s = d.split_off(split);
+                        (d, s)
+                    })
+                    .unzip();
                 dh = a;
                 dskips.push(b);
             }
         }
         if let Some((first, a, second)) = &self.mid {
-            dh = through(second, None, dh, ws, &mut pop).0;
-            if let Some(a) = a {
-                let Rec::Attn(rs, l) = pop() else { unreachable!("an attention record") };
-                dh = rs.iter().zip(&dh).map(|(rec, d)| a.backward(rec, d, l, &mut ws.flops)).collect();
-            }
-            dh = through(first, None, dh, ws, &mut pop).0;
+            dh = through(second, None, dh, ws, &mut grads, &mut demb, &mut pop).0;
+            dh = through(first, a.as_ref(), dh, ws, &mut grads, &mut demb, &mut pop).0;
         }
         let mut i = dskips.len();
         let mut add_skip = |dh: &mut Vec<Vec<f32>>| {
@@ -476,20 +736,35 @@ impl Unet2dCpu {
         for blk in self.downs.iter().rev() {
             if let Some(d) = &blk.resample {
                 add_skip(&mut dh);
-                let (h, w) = conv_dims(pop());
-                dh = d.backward_many(&dh, h, w, false, group(h * w / 4), &mut ws.col, &mut ws.flops);
+                dh = conv_back(d, false, dh, ws, &mut grads, &mut pop);
             }
             for j in (0..blk.resnets.len()).rev() {
                 add_skip(&mut dh);
-                dh = through(&blk.resnets[j], blk.attns.get(j), dh, ws, &mut pop).0;
+                dh = through(&blk.resnets[j], blk.attns.get(j), dh, ws, &mut grads, &mut demb, &mut pop).0;
             }
         }
         add_skip(&mut dh);
-        let (h0, w0) = conv_dims(pop());
-        let dx = self.conv_in.backward_many(&dh, h0, w0, false, group(h0 * w0), &mut ws.col, &mut ws.flops);
+        let dx = conv_back(&self.conv_in, false, dh, ws, &mut grads, &mut pop);
+        if let Some(g) = grads {
+            self.embedding_backward(t, class, &demb, g);
+        }
         let c = if self.center { 2.0 } else { 1.0 };
         for (o, d) in out.chunks_mut(self.sizes().0).zip(&dx) {
             o.iter_mut().zip(d).for_each(|(o, &g)| *o = g * c);
+        }
+    }
+
+    /// The time (and class) embedding's parameter gradients for the embedding gradients `demb`.
+    fn embedding_backward(&self, t: &[f32], class: Option<&[u32]>, demb: &[Vec<f32>], g: &mut Grads) {
+        for (i, de) in demb.iter().enumerate() {
+            let (feat, _) = self.time.features(&t[i..i + 1]);
+            let h1 = self.lin1.vec(&feat, None);
+            let dh1 = self.lin2.vec_backward(&h1, Some(Act::Silu), de, Some(g));
+            self.lin1.vec_backward(&feat, None, &dh1, Some(g));
+            if let (Some((dim, _)), Some(l)) = (&self.class_emb, class) {
+                let l = l[i] as usize;
+                g.0[self.class_id][l * dim..(l + 1) * dim].iter_mut().zip(de).for_each(|(a, &b)| *a += b);
+            }
         }
     }
 }
