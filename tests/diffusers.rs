@@ -5,6 +5,8 @@
 //! one (attention_head_dim null), center_input_sample, downsample_padding 0, a mid-block scale factor, no
 //! mid block, and a class-conditional model.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -491,4 +493,71 @@ fn training_gradients_match_central_differences_tensor_by_tensor() {
         cpu.set_parameters(&values);
         eprintln!("{name}: {} tensors, worst |Δ| / tolerance = {worst:.3}", values.len());
     }
+}
+
+/// `mix-train` on a `diffusers_unet2d` recipe: the directory it writes opens as a checkpoint
+/// (diffusers' root layout, DDPM scheduler), the candle network and the CPU kernels agree on it, an
+/// interrupted run resumed from its checkpoint writes the same bytes as an uninterrupted one, and a
+/// file where the directory should go is refused without being touched.
+#[test]
+fn mix_train_writes_diffusers_checkpoints_and_resumes_exactly() {
+    if !common::require_fashion_mnist() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("r.json");
+    let full = tmp.path().join("full");
+    let text = serde_json::json!({
+        "kind": "diffusers_unet2d", "data": "fashion-mnist:1,8", "out": full,
+        "arch": {"in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16], "layers_per_block": 1,
+                 "norm_num_groups": 4, "attention_head_dim": 4,
+                 "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]},
+        "steps": 12, "batch": 6, "lr": 1e-3, "warmup": 3, "weight_decay": 0.0, "t_min": 0.001, "seed": 3,
+        "ema_decay": 0.9, "checkpoint_every": 5
+    });
+    std::fs::write(&recipe, text.to_string()).unwrap();
+    let train = |extra: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-train")).arg("--recipe").arg(&recipe).arg("--quiet").args(extra).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (ok, err) = train(&[]);
+    assert!(ok, "{err}");
+    let part = tmp.path().join("part");
+    let ckpt = tmp.path().join("part.ckpt.safetensors");
+    let (ok, err) = train(&["--out".as_ref(), part.as_os_str(), "--stop-at".as_ref(), "7".as_ref()]);
+    assert!(ok && ckpt.exists(), "{err}");
+    let resumed = tmp.path().join("resumed");
+    let (ok, err) = train(&["--out".as_ref(), resumed.as_os_str(), "--resume".as_ref(), ckpt.as_os_str(), "--checkpoint-every".as_ref(), "0".as_ref()]);
+    assert!(ok, "{err}");
+    let w = "diffusion_pytorch_model.safetensors";
+    let tensors = |d: &Path| {
+        let f = TensorFile::open(&d.join(w)).unwrap();
+        let mut names = f.names();
+        names.sort();
+        names.iter().map(|n| (n.clone(), f.tensor_f64(n).unwrap())).collect::<Vec<_>>()
+    };
+    assert!(tensors(&full) == tensors(&resumed), "resumed training differs from the uninterrupted run");
+    // The directory is a checkpoint: it opens with its scheduler, and both evaluation paths agree.
+    let m = wfrmix::nets::diffusers::DiffusersModel::open(&full, None).unwrap();
+    use wfrmix::ScoreModel;
+    assert!(m.notes()[0].contains("scheduler_config.json"), "{:?}", m.notes());
+    assert_eq!(m.schedule().train_steps(), Some(1000));
+    let net = m.network();
+    let cpu = Unet2dCpu::new(net, 28, 28).unwrap();
+    let mut x = vec![0.0; 2 * 784];
+    wfrmix::rng::fill_normal(&mut wfrmix::rng::seeded(1), &mut x);
+    let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let mut fast = vec![0.0f32; xf.len()];
+    cpu.forward(&xf, &[10.0, 900.0], None, &mut fast).unwrap();
+    let xt = Tensor::from_vec(xf.clone(), (2, 1, 28, 28), &Device::Cpu).unwrap();
+    let slow: Vec<f32> = net.forward(&xt, &[10.0, 900.0], None).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let diff = slow.iter().zip(&fast).fold(0.0f32, |a, (p, q)| a.max((p - q).abs()));
+    // Same network, two f32 summation orders (see TOL above).
+    assert!(diff < 1e-4, "candle and the CPU kernels differ by {diff} on a trained checkpoint");
+    // A file where the directory would go is refused and left alone.
+    let file = tmp.path().join("a_file");
+    std::fs::write(&file, b"mine").unwrap();
+    let (ok, err) = train(&["--out".as_ref(), file.as_os_str()]);
+    assert!(!ok && err.contains("--out") && err.lines().count() == 1, "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"mine");
 }

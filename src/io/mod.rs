@@ -71,6 +71,47 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Write a directory of files atomically: a temporary directory beside `dir` (under a random name)
+/// receives every file, written and synced; it then takes `dir`'s place (an existing `dir` is moved
+/// aside first and removed after), so `dir` is never half-written: it holds the old files or all the
+/// new ones. On failure the temporary directory is removed and an existing `dir` is left as it was.
+pub fn write_dir_atomic(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+    let werr = |source| Error::Write { path: dir.to_path_buf(), cause: source };
+    // A free name beside `dir`: reserve it as a file, then replace the file by a directory.
+    let (tmp, f) = create_temp(dir).map_err(werr)?;
+    drop(f);
+    let res = (|| {
+        std::fs::remove_file(&tmp)?;
+        std::fs::create_dir(&tmp)?;
+        for (name, bytes) in files {
+            let mut f = std::fs::File::create(tmp.join(name))?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::File::open(&tmp)?.sync_all()?;
+        if dir.exists() {
+            let (old, f) = create_temp(dir)?;
+            drop(f);
+            std::fs::remove_file(&old)?;
+            std::fs::rename(dir, &old)?;
+            if let Err(e) = std::fs::rename(&tmp, dir) {
+                let _ = std::fs::rename(&old, dir);
+                return Err(e);
+            }
+            let _ = std::fs::remove_dir_all(&old);
+        } else {
+            std::fs::rename(&tmp, dir)?;
+        }
+        sync_dir(dir)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(werr(e));
+    }
+    Ok(())
+}
+
 /// Check that `path` can be created (its directory exists and is writable) before a long run starts,
 /// so a bad `--out` fails in a second rather than after the sampling.
 pub fn check_writable(path: &Path) -> Result<()> {
@@ -229,6 +270,11 @@ pub fn check_finite_tensors(path: &Path, tensors: &[F32Tensor<'_>]) -> Result<()
 
 /// Write F32 tensors (and string metadata) as a safetensors file, atomically.
 pub fn write_safetensors(path: &Path, tensors: &[F32Tensor<'_>], metadata: &HashMap<String, String>) -> Result<()> {
+    write_atomic(path, &safetensors_bytes(path, tensors, metadata)?)
+}
+
+/// The bytes [`write_safetensors`] writes (`path` names the file in errors).
+pub fn safetensors_bytes(path: &Path, tensors: &[F32Tensor<'_>], metadata: &HashMap<String, String>) -> Result<Vec<u8>> {
     let bytes: Vec<Vec<u8>> = tensors.iter().map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
     let mut views = Vec::with_capacity(tensors.len());
     for (t, b) in tensors.iter().zip(&bytes) {
@@ -244,7 +290,7 @@ pub fn write_safetensors(path: &Path, tensors: &[F32Tensor<'_>], metadata: &Hash
         path: path.to_path_buf(),
         cause: std::io::Error::other(e.to_string()),
     })?;
-    write_atomic(path, &sorted_header(out))
+    Ok(sorted_header(out))
 }
 
 /// The same safetensors bytes with the JSON header's keys in sorted order. `safetensors::serialize`

@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 use crate::io::{check_outputs, OutputKind};
 use crate::train::classifier::{train_classifier, ClassifierRecipe};
 use crate::train::common::load_recipe;
+use crate::train::diffusers::{DiffusersRecipe, DiffusersTrainer};
+use crate::train::recipe::DIFFUSERS_KIND;
 use crate::train::unet::UnetTrainer;
 use crate::train::{Recipe, Trainer, UnetRecipe};
 
@@ -107,6 +109,24 @@ impl Steps for Trainer {
     }
 }
 
+impl Steps for DiffusersTrainer {
+    fn steps_done(&self) -> usize {
+        DiffusersTrainer::steps_done(self)
+    }
+    fn step(&mut self) -> Result<f64> {
+        DiffusersTrainer::step(self)
+    }
+    fn lr_at(&self, k: usize) -> f64 {
+        self.recipe().lr_at(k)
+    }
+    fn save_network(&self, path: &Path) -> Result<()> {
+        DiffusersTrainer::save_network(self, path)
+    }
+    fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        DiffusersTrainer::save_checkpoint(self, path)
+    }
+}
+
 impl Steps for UnetTrainer {
     fn steps_done(&self) -> usize {
         UnetTrainer::steps_done(self)
@@ -162,6 +182,26 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
             let acc = train_classifier(&recipe, &job.data_dir, |k, loss| progress(&TrainProgress { step: k, total: 0, loss_ema: loss, lr: recipe.lr }))?;
             Ok(TrainOutcome { steps_run: 0, seconds: start.elapsed().as_secs_f64(), loss_ema: None, test_accuracy: Some(acc), out: recipe.out })
         }
+        DIFFUSERS_KIND => {
+            let mut recipe: DiffusersRecipe = load_recipe(&job.recipe)?;
+            recipe.data_dir = job.data_dir.clone();
+            override_common(job, &mut recipe.out, &mut recipe.steps, &mut recipe.checkpoint_every)?;
+            if let Some(c) = &job.checkpoint {
+                recipe.checkpoint = Some(c.clone());
+            }
+            let ckpt = recipe.checkpoint_path();
+            let (steps, every, out) = (recipe.steps, recipe.checkpoint_every, recipe.out.clone());
+            let stop = job.stop_at.unwrap_or(steps).min(steps);
+            let weights = check_checkpoint_dir(job, &out)?;
+            let outputs = [("--out", Some(weights.as_path()), net_kind(job)), ("--checkpoint", (every > 0 || stop < steps).then_some(ckpt.as_path()), net_kind(job))];
+            check_outputs(&[&job.recipe], &outputs[1..])?;
+            check_replace(job, &to_json(&recipe), &outputs)?;
+            let mut trainer = match &job.resume {
+                Some(p) => DiffusersTrainer::resume(recipe, p)?,
+                None => DiffusersTrainer::new(recipe)?,
+            };
+            drive(&mut trainer, steps, stop, every, &out, &ckpt, start, &mut progress)
+        }
         crate::nets::unet::KIND => {
             refuse(&kind, &[("--stop-at", job.stop_at.is_some()), ("--resume", job.resume.is_some())])?;
             let mut recipe: UnetRecipe = load_recipe(&job.recipe)?;
@@ -201,6 +241,30 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
             drive(&mut trainer, steps, stop, every, &out, &ckpt, start, &mut progress)
         }
     }
+}
+
+/// Check a diffusers checkpoint directory output before the run: a new directory (its parent writable)
+/// or one a previous run wrote (its weights file is then checked like any network output); a file, or
+/// a directory without the weights file that is not empty, is refused. Returns the weights file's path.
+fn check_checkpoint_dir(job: &TrainJob, out: &Path) -> Result<PathBuf> {
+    let weights = out.join("diffusion_pytorch_model.safetensors");
+    let refuse = |why: &str| Error::param("--out", out.display(), format!("{why}; a diffusers checkpoint is written as a directory: choose another path"));
+    if out.as_os_str().is_empty() {
+        return Err(Error::param("--out", "\"\"", "an empty path; give a directory name"));
+    }
+    if out.is_file() {
+        return Err(refuse("is a file"));
+    }
+    if out.is_dir() {
+        let empty = std::fs::read_dir(out).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !empty && !weights.is_file() && !job.force {
+            return Err(refuse("is a directory that holds no diffusion_pytorch_model.safetensors"));
+        }
+        check_outputs(&[&job.recipe], &[("--out", Some(weights.as_path()), net_kind(job))])?;
+    } else {
+        crate::io::check_writable(out)?;
+    }
+    Ok(weights)
 }
 
 /// What an existing `--out` or `--checkpoint` must be to be replaced: a network file, or anything with

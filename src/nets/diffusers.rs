@@ -312,3 +312,42 @@ impl DiffusersModel {
         Ok(())
     }
 }
+
+/// The diffusers version whose file layout [`save_dir`] writes (the one the fixtures were checked with).
+pub const DIFFUSERS_VERSION: &str = "0.42.1";
+
+/// A DDPM forward process with linear β from `beta_start` to `beta_end` over `steps` labels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinearBetas {
+    pub steps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+}
+
+/// Write a `UNet2DModel` checkpoint directory in diffusers' root layout, atomically
+/// ([`crate::io::write_dir_atomic`]): `config.json` (`cfg` with `_class_name`), the weights
+/// `diffusion_pytorch_model.safetensors` under diffusers' names (with `metadata` in its header, as
+/// `mix-train` records its recipe), and a DDPM `scheduler_config.json` (ε-prediction). Non-finite
+/// weights are refused before anything is written.
+pub fn save_dir(dir: &Path, cfg: &Unet2dConfig, tensors: &[crate::io::F32Tensor<'_>], betas: LinearBetas, metadata: &std::collections::HashMap<String, String>) -> Result<()> {
+    let weights = dir.join("diffusion_pytorch_model.safetensors");
+    crate::io::check_finite_tensors(&weights, tensors)?;
+    let mut config = serde_json::to_value(cfg).expect("plain struct");
+    config["_class_name"] = "UNet2DModel".into();
+    config["_diffusers_version"] = DIFFUSERS_VERSION.into();
+    let scheduler = serde_json::json!({
+        "_class_name": "DDPMScheduler",
+        "_diffusers_version": DIFFUSERS_VERSION,
+        "num_train_timesteps": betas.steps,
+        "beta_start": betas.beta_start,
+        "beta_end": betas.beta_end,
+        "beta_schedule": "linear",
+        "prediction_type": "epsilon",
+        "clip_sample": true,
+        "variance_type": "fixed_small"
+    });
+    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).expect("JSON value") + "\n";
+    let (c, sch) = (pretty(&config), pretty(&scheduler));
+    let w = crate::io::safetensors_bytes(&weights, tensors, metadata)?;
+    crate::io::write_dir_atomic(dir, &[("config.json", c.as_bytes()), ("scheduler_config.json", sch.as_bytes()), ("diffusion_pytorch_model.safetensors", &w)])
+}

@@ -74,7 +74,7 @@ fn d_default() -> String {
 
 /// `UNet2DModel`'s `config.json`: every key that changes the computation, with diffusers' defaults.
 /// Keys it does not know (`_class_name`, `_diffusers_version`, `dropout`, `sample_size`, ...) are ignored.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, PartialEq)]
 pub struct Unet2dConfig {
     #[serde(default = "d_in")]
     pub in_channels: usize,

@@ -6,10 +6,13 @@
 //! - [`common`]: what every trainer shares (recipe files, learning-rate schedule, t draws, AdamW, data);
 //! - [`mlp`]: the MLP trainer ([`Trainer`]);
 //! - [`unet`]: the U-Net trainer;
+//! - [`diffusers`]: the diffusers `UNet2DModel` trainer on the CPU kernels' reverse mode, writing
+//!   checkpoint directories diffusers loads;
 //! - [`classifier`]: the Fashion-MNIST classifier that judges generated images.
 
 pub mod classifier;
 pub mod common;
+pub mod diffusers;
 pub mod mlp;
 pub mod recipe;
 pub mod unet;

@@ -37,6 +37,22 @@ impl Arch for MlpConfig {
     }
 }
 
+impl Arch for crate::nets::diffusers::Unet2dConfig {
+    const KIND: &'static str = DIFFUSERS_KIND;
+    const RECORDS_UNSET_CHECKPOINT: bool = false;
+    fn check(&self) -> std::result::Result<(), String> {
+        let v = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        crate::nets::diffusers::Unet2dConfig::from_value(Path::new("recipe"), v).map_err(|e| e.to_string())?;
+        if self.time_embedding_type != "positional" || self.num_class_embeds.is_some() {
+            return Err("mix-train trains positional-embedding, unconditional UNet2DModels (time_embedding_type positional, no num_class_embeds)".into());
+        }
+        Ok(())
+    }
+}
+
+/// The recipe kind of a diffusers `UNet2DModel` (written as a checkpoint directory).
+pub const DIFFUSERS_KIND: &str = "diffusers_unet2d";
+
 impl Arch for UnetConfig {
     const KIND: &'static str = crate::nets::unet::KIND;
     const RECORDS_UNSET_CHECKPOINT: bool = false;
@@ -106,6 +122,10 @@ pub struct ScoreRecipe<A: Arch> {
     /// Name stored in the network file.
     #[serde(default)]
     pub name: Option<String>,
+    /// Decay of an exponential moving average of the weights, which is then what is written (as DDPM
+    /// does; diffusers recipes only; absent: no average).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
     /// Where `fashion-mnist:` data is read: not part of the recipe file (the caller sets it; default
     /// [`crate::io::idx::FASHION_MNIST_DIR`]).
     #[serde(skip, default = "default_data_dir")]
@@ -141,6 +161,11 @@ impl<A: Arch> ScoreRecipe<A> {
         if !(self.t_min > 0.0 && self.t_min < 1.0) {
             return Err(Error::param("t_min", self.t_min, "must lie in (0, 1)"));
         }
+        if let Some(d) = self.ema_decay {
+            if !(0.0..1.0).contains(&d) || A::KIND != DIFFUSERS_KIND {
+                return Err(Error::param("ema_decay", d, "must lie in [0, 1), for diffusers_unet2d recipes"));
+            }
+        }
         self.data.parse::<DataSource>()?;
         Ok(())
     }
@@ -167,3 +192,6 @@ pub type Recipe = ScoreRecipe<MlpConfig>;
 
 /// The U-Net's recipe (kind `score_unet`).
 pub type UnetRecipe = ScoreRecipe<UnetConfig>;
+
+/// A diffusers `UNet2DModel`'s recipe (kind `diffusers_unet2d`; `out` is a checkpoint directory).
+pub type DiffusersRecipe = ScoreRecipe<crate::nets::diffusers::Unet2dConfig>;
