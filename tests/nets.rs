@@ -178,6 +178,7 @@ fn tiny_recipe(out: &Path, steps: usize) -> Recipe {
         checkpoint_every: 0,
         checkpoint: None,
         name: Some("tiny".into()),
+        ema_decay: None,
         data_dir: wfrmix::io::idx::FASHION_MNIST_DIR.into(),
     }
 }

@@ -5,7 +5,9 @@
 //! Threads: candle's CPU element-wise kernels use CANDLE_NUM_THREADS (else RAYON_NUM_THREADS, else the
 //! physical cores) on a spin-waiting pool, and its matmuls RAYON_NUM_THREADS. For the small networks
 //! trained here more threads bought nothing on a shared 2-core machine and made candle's forward up to 3x
-//! slower (docs/nets.md), so mix-train sets both to 1 unless either is already set.
+//! slower (docs/nets.md), so mix-train sets both to 1 unless either is already set. Recipes of kind
+//! `diffusers_unet2d` train on our own CPU kernels instead, whose results do not depend on the thread
+//! count: they get rayon's default pool (all cores, or RAYON_NUM_THREADS).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,14 +84,23 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// Whether the recipe at `path` trains on the CPU kernels (kind `diffusers_unet2d`); unreadable recipes
+/// are reported by the job itself.
+fn on_cpu_kernels(path: &std::path::Path) -> bool {
+    let kind = std::fs::read_to_string(path).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(String::from));
+    kind.as_deref() == Some(wfrmix::train::recipe::DIFFUSERS_KIND)
+}
+
 fn main() -> ExitCode {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() && std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        // Set before any candle call (single-threaded here): see the module header.
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-        std::env::set_var("RAYON_NUM_THREADS", "1");
-    }
     match common::parse::<Args>("mix-train") {
-        Ok(args) => common::exit("mix-train", run(args)),
+        Ok(args) => {
+            if std::env::var_os("CANDLE_NUM_THREADS").is_none() && std::env::var_os("RAYON_NUM_THREADS").is_none() && !on_cpu_kernels(&args.recipe) {
+                // Set before any candle or rayon call (single-threaded here): see the module header.
+                std::env::set_var("CANDLE_NUM_THREADS", "1");
+                std::env::set_var("RAYON_NUM_THREADS", "1");
+            }
+            common::exit("mix-train", run(args))
+        }
         Err(code) => code,
     }
 }

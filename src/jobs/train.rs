@@ -182,26 +182,7 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
             let acc = train_classifier(&recipe, &job.data_dir, |k, loss| progress(&TrainProgress { step: k, total: 0, loss_ema: loss, lr: recipe.lr }))?;
             Ok(TrainOutcome { steps_run: 0, seconds: start.elapsed().as_secs_f64(), loss_ema: None, test_accuracy: Some(acc), out: recipe.out })
         }
-        DIFFUSERS_KIND => {
-            let mut recipe: DiffusersRecipe = load_recipe(&job.recipe)?;
-            recipe.data_dir = job.data_dir.clone();
-            override_common(job, &mut recipe.out, &mut recipe.steps, &mut recipe.checkpoint_every)?;
-            if let Some(c) = &job.checkpoint {
-                recipe.checkpoint = Some(c.clone());
-            }
-            let ckpt = recipe.checkpoint_path();
-            let (steps, every, out) = (recipe.steps, recipe.checkpoint_every, recipe.out.clone());
-            let stop = job.stop_at.unwrap_or(steps).min(steps);
-            let weights = check_checkpoint_dir(job, &out)?;
-            let outputs = [("--out", Some(weights.as_path()), net_kind(job)), ("--checkpoint", (every > 0 || stop < steps).then_some(ckpt.as_path()), net_kind(job))];
-            check_outputs(&[&job.recipe], &outputs[1..])?;
-            check_replace(job, &to_json(&recipe), &outputs)?;
-            let mut trainer = match &job.resume {
-                Some(p) => DiffusersTrainer::resume(recipe, p)?,
-                None => DiffusersTrainer::new(recipe)?,
-            };
-            drive(&mut trainer, steps, stop, every, &out, &ckpt, start, &mut progress)
-        }
+        DIFFUSERS_KIND => run_diffusers(job, start, &mut progress),
         crate::nets::unet::KIND => {
             refuse(&kind, &[("--stop-at", job.stop_at.is_some()), ("--resume", job.resume.is_some())])?;
             let mut recipe: UnetRecipe = load_recipe(&job.recipe)?;
@@ -241,6 +222,28 @@ pub fn run(job: &TrainJob, mut progress: impl FnMut(&TrainProgress)) -> Result<T
             drive(&mut trainer, steps, stop, every, &out, &ckpt, start, &mut progress)
         }
     }
+}
+
+/// [`run`] for a `diffusers_unet2d` recipe (its output is a checkpoint directory).
+fn run_diffusers(job: &TrainJob, start: Instant, mut progress: impl FnMut(&TrainProgress)) -> Result<TrainOutcome> {
+    let mut recipe: DiffusersRecipe = load_recipe(&job.recipe)?;
+    recipe.data_dir = job.data_dir.clone();
+    override_common(job, &mut recipe.out, &mut recipe.steps, &mut recipe.checkpoint_every)?;
+    if let Some(c) = &job.checkpoint {
+        recipe.checkpoint = Some(c.clone());
+    }
+    let ckpt = recipe.checkpoint_path();
+    let (steps, every, out) = (recipe.steps, recipe.checkpoint_every, recipe.out.clone());
+    let stop = job.stop_at.unwrap_or(steps).min(steps);
+    let weights = check_checkpoint_dir(job, &out)?;
+    let outputs = [("--out", Some(weights.as_path()), net_kind(job)), ("--checkpoint", (every > 0 || stop < steps).then_some(ckpt.as_path()), net_kind(job))];
+    check_outputs(&[&job.recipe], &outputs[1..])?;
+    check_replace(job, &to_json(&recipe), &outputs)?;
+    let mut trainer = match &job.resume {
+        Some(p) => DiffusersTrainer::resume(recipe, p)?,
+        None => DiffusersTrainer::new(recipe)?,
+    };
+    drive(&mut trainer, steps, stop, every, &out, &ckpt, start, &mut progress)
 }
 
 /// Check a diffusers checkpoint directory output before the run: a new directory (its parent writable)

@@ -530,26 +530,17 @@ impl Norm {
         let c = self.gamma.len();
         let cg = c / self.groups;
         let mut nb = NormBack { dx: vec![0.0f32; x.len()], d_shift_in: vec![0.0; c], d_scale: vec![0.0; c], d_shift: vec![0.0; c] };
-        let mut gx = vec![0.0f64; cg * hw];
+        let mut gx = vec![0.0f32; cg * hw];
         for (gi, &(mean, inv)) in st.iter().enumerate() {
             let (mut sa, mut sb) = (0.0f64, 0.0f64);
             for (k, ch) in (gi * cg..(gi + 1) * cg).enumerate() {
                 let (m, q, g) = self.coeffs(ch, (mean, inv), shift_in, post);
                 let a = shift_in.map_or(0.0, |s| s[ch]) as f64;
                 let r = ch * hw..(ch + 1) * hw;
-                let (mut sz, mut szx) = (0.0f64, 0.0f64);
-                for ((gv, &xv), &d) in gx[k * hw..(k + 1) * hw].iter_mut().zip(&x[r.clone()]).zip(&dy[r]) {
-                    let dz = match act {
-                        Some(f) => d * f.grad(xv * m + q),
-                        None => d,
-                    } as f64;
-                    let xh = (xv as f64 + a - mean) * inv;
-                    *gv = dz * g;
-                    sa += *gv;
-                    sb += *gv * xh;
-                    sz += dz;
-                    szx += dz * xh;
-                }
+                // x̂ = x·inv + (a − mean)·inv, in f32 per element; the sums in f64 lanes.
+                let [ga, gb, sz, szx] = norm_pass1(act, &x[r.clone()], &dy[r], m, q, inv as f32, ((a - mean) * inv) as f32, g as f32, &mut gx[k * hw..(k + 1) * hw]);
+                sa += ga;
+                sb += gb;
                 let mul = post.map_or(1.0, |(sc, _)| 1.0 + sc[ch] as f64);
                 nb.d_scale[ch] = (self.gamma[ch] as f64 * szx + self.beta[ch] as f64 * sz) as f32;
                 nb.d_shift[ch] = sz as f32;
@@ -563,14 +554,7 @@ impl Norm {
             for (k, ch) in (gi * cg..(gi + 1) * cg).enumerate() {
                 let a = shift_in.map_or(0.0, |s| s[ch]) as f64;
                 let r = ch * hw..(ch + 1) * hw;
-                let mut sdx = 0.0f64;
-                for ((o, &xv), &gv) in nb.dx[r.clone()].iter_mut().zip(&x[r]).zip(&gx[k * hw..(k + 1) * hw]) {
-                    let xh = (xv as f64 + a - mean) * inv;
-                    let v = inv * (gv - ma - xh * mb);
-                    sdx += v;
-                    *o = v as f32;
-                }
-                nb.d_shift_in[ch] = sdx as f32;
+                nb.d_shift_in[ch] = norm_pass2(&x[r.clone()], &gx[k * hw..(k + 1) * hw], inv as f32, ((a - mean) * inv) as f32, ma as f32, mb as f32, &mut nb.dx[r]) as f32;
             }
         }
         nb
@@ -590,6 +574,104 @@ pub struct NormBack {
     pub d_shift_in: Vec<f32>,
     pub d_scale: Vec<f32>,
     pub d_shift: Vec<f32>,
+}
+
+/// The group norm backward's first pass over one channel: dz = dy·act'(x·m + q), g = dz·gch into `gb`,
+/// and the sums (Σg, Σg·x̂, Σdz, Σdz·x̂) with x̂ = x·xi + xc, in eight f64 lanes (AVX2 where the CPU has
+/// it; no FMA, so the same bits either way).
+#[allow(clippy::too_many_arguments)]
+fn norm_pass1(act: Option<Act>, x: &[f32], dy: &[f32], m: f32, q: f32, xi: f32, xc: f32, gch: f32, gb: &mut [f32]) -> [f64; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { norm_pass1_avx2(act, x, dy, m, q, xi, xc, gch, gb) };
+    }
+    norm_pass1_body(act, x, dy, m, q, xi, xc, gch, gb)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn norm_pass1_avx2(act: Option<Act>, x: &[f32], dy: &[f32], m: f32, q: f32, xi: f32, xc: f32, gch: f32, gb: &mut [f32]) -> [f64; 4] {
+    norm_pass1_body(act, x, dy, m, q, xi, xc, gch, gb)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn norm_pass1_body(act: Option<Act>, x: &[f32], dy: &[f32], m: f32, q: f32, xi: f32, xc: f32, gch: f32, gb: &mut [f32]) -> [f64; 4] {
+    match act {
+        None => pass1_with(|_| 1.0, x, dy, m, q, xi, xc, gch, gb),
+        Some(Act::Silu) => pass1_with(
+            |z| {
+                let s = 1.0 / (1.0 + exp_f32(-z));
+                s * (1.0 + z * (1.0 - s))
+            },
+            x,
+            dy,
+            m,
+            q,
+            xi,
+            xc,
+            gch,
+            gb,
+        ),
+        Some(a) => pass1_with(|z| a.grad(z), x, dy, m, q, xi, xc, gch, gb),
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pass1_with(grad: impl Fn(f32) -> f32, x: &[f32], dy: &[f32], m: f32, q: f32, xi: f32, xc: f32, gch: f32, gb: &mut [f32]) -> [f64; 4] {
+    let mut acc = [[0.0f64; 8]; 4];
+    let one = |j: usize, xv: f32, d: f32, o: &mut f32, acc: &mut [[f64; 8]; 4]| {
+        let dz = d * grad(xv * m + q);
+        let xh = xv * xi + xc;
+        let g = dz * gch;
+        *o = g;
+        acc[0][j] += g as f64;
+        acc[1][j] += (g * xh) as f64;
+        acc[2][j] += dz as f64;
+        acc[3][j] += (dz * xh) as f64;
+    };
+    let n8 = x.len() / 8 * 8;
+    for ((xc8, dc8), oc8) in x[..n8].chunks_exact(8).zip(dy[..n8].chunks_exact(8)).zip(gb[..n8].chunks_exact_mut(8)) {
+        for j in 0..8 {
+            one(j, xc8[j], dc8[j], &mut oc8[j], &mut acc);
+        }
+    }
+    for (j, ((&xv, &d), o)) in x[n8..].iter().zip(&dy[n8..]).zip(&mut gb[n8..]).enumerate() {
+        one(j, xv, d, o, &mut acc);
+    }
+    acc.map(|l| l.iter().sum())
+}
+
+/// The second pass: dx = inv·(g − ma − x̂·mb) into `dx`, returning Σ dx (f64 lanes).
+#[allow(clippy::too_many_arguments)]
+fn norm_pass2(x: &[f32], g: &[f32], xi: f32, xc: f32, ma: f32, mb: f32, dx: &mut [f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { norm_pass2_avx2(x, g, xi, xc, ma, mb, dx) };
+    }
+    norm_pass2_body(x, g, xi, xc, ma, mb, dx)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn norm_pass2_avx2(x: &[f32], g: &[f32], xi: f32, xc: f32, ma: f32, mb: f32, dx: &mut [f32]) -> f64 {
+    norm_pass2_body(x, g, xi, xc, ma, mb, dx)
+}
+
+#[inline(always)]
+fn norm_pass2_body(x: &[f32], g: &[f32], xi: f32, xc: f32, ma: f32, mb: f32, dx: &mut [f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    for (j, ((&xv, &gv), o)) in x.iter().zip(g).zip(dx.iter_mut()).enumerate() {
+        let xh = xv * xi + xc;
+        let v = xi * (gv - ma - xh * mb);
+        *o = v;
+        acc[j % 8] += v as f64;
+    }
+    acc.iter().sum()
 }
 
 /// dst = act(src · m + q), element-wise (the AVX2 build where the CPU has it: no FMA, so the same bits).

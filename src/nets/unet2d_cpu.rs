@@ -621,7 +621,13 @@ impl Unet2dCpu {
             rec(Rec::Conv(hh, ww, Vec::new()));
         }
         let (o, _, _) = self.conv_out.forward_many(&a, hh, ww, false, group(hh * ww), &mut ws.col, &mut ws.flops);
-        for ((dst, o), &ti) in out.chunks_mut(dout).zip(&o).zip(t) {
+        self.write_output(&o, t, dout, out);
+    }
+
+    /// The output convolution's result per image into `out` (divided by the noise level for Fourier
+    /// models, as diffusers does).
+    fn write_output(&self, o: &[Vec<f32>], t: &[f32], dout: usize, out: &mut [f32]) {
+        for ((dst, o), &ti) in out.chunks_mut(dout).zip(o).zip(t) {
             if self.fourier {
                 dst.iter_mut().zip(o).for_each(|(d, &v)| *d = v / ti);
             } else {
@@ -710,14 +716,7 @@ impl Unet2dCpu {
             }
             for j in (0..blk.resnets.len()).rev() {
                 let (dcat, split) = through(&blk.resnets[j], blk.attns.get(j), dh, ws, &mut grads, &mut demb, &mut pop);
-                let split = split.expect("up-block resnets record their split");
-                let (a, b): (Vec<_>, Vec<_>) = dcat
-                    .into_iter()
-                    .map(|mut d| {
-                        let s = d.split_off(split);
-                        (d, s)
-                    })
-                    .unzip();
+                let (a, b) = split_channels(dcat, split.expect("up-block resnets record their split"));
                 dh = a;
                 dskips.push(b);
             }
@@ -767,6 +766,17 @@ impl Unet2dCpu {
             }
         }
     }
+}
+
+/// Each image's gradient cut after its first `split` values: the part from below and the skip's.
+#[allow(clippy::type_complexity)]
+fn split_channels(dcat: Vec<Vec<f32>>, split: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    dcat.into_iter()
+        .map(|mut d| {
+            let s = d.split_off(split);
+            (d, s)
+        })
+        .unzip()
 }
 
 /// Images per thread in a VJP (its records stay alive until the backward pass).
