@@ -194,6 +194,7 @@ fn job(args: Args) -> Result<MixJob> {
         save_samples: args.save_samples,
         report: args.report,
         classifier: args.classifier,
+        fashion_mnist_dir: std::env::var_os("FASHION_MNIST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(wfrmix::io::idx::FASHION_MNIST_DIR)),
         memory_limit: common::available_memory(),
     })
 }

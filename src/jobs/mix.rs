@@ -38,6 +38,9 @@ pub struct MixJob {
     pub report: Option<PathBuf>,
     /// Fashion-MNIST classifier that judges image samples.
     pub classifier: Option<PathBuf>,
+    /// Where Fashion-MNIST's IDX files are (real test images for the classifier's Fréchet distance;
+    /// when they cannot be read the distance is left out, saying so).
+    pub fashion_mnist_dir: PathBuf,
     /// Bytes the run may use (the binary passes the machine's available memory); a run that needs more
     /// is refused before it starts.
     pub memory_limit: u64,
@@ -52,6 +55,22 @@ pub struct ClassFractions {
     pub unweighted: Vec<f64>,
     /// The classifier's recorded test accuracy.
     pub test_accuracy: Option<f64>,
+    /// Fréchet distance to real test images in the classifier's feature space, with its floor; or why
+    /// it is missing.
+    pub frechet: std::result::Result<Frechet, String>,
+}
+
+/// [`crate::report::classes::Frechet`], or its stand-in in a build without networks.
+#[cfg(feature = "nets")]
+pub use crate::report::classes::Frechet;
+
+/// Without the `nets` feature there is no classifier and no distance.
+#[cfg(not(feature = "nets"))]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Frechet {
+    pub distance: f64,
+    pub floor: f64,
+    pub n: usize,
 }
 
 /// What a finished job produced.
@@ -98,6 +117,16 @@ impl MixOutcome {
             let f: Vec<String> =
                 c.weighted.iter().enumerate().filter(|(_, &v)| v > 0.0).map(|(i, v)| format!("{i} {} {v:.3}", FASHION_CLASSES[i])).collect();
             s.push_str(&format!("\nclass fractions (weighted): {}", f.join(", ")));
+            match &c.frechet {
+                Ok(fd) => s.push_str(&format!(
+                    "\nFréchet distance to real test images of the same classes (classifier features, {} images): {:.2}; real-vs-real floor {:.2} ({:.1}x)",
+                    fd.n,
+                    fd.distance,
+                    fd.floor,
+                    fd.distance / fd.floor.max(f64::MIN_POSITIVE)
+                )),
+                Err(why) => s.push_str(&format!("\nFréchet distance: not computed ({why})")),
+            }
         }
         s
     }
@@ -129,7 +158,7 @@ pub fn run(job: &MixJob, observer: impl FnMut(&StepInfo)) -> Result<MixOutcome> 
         report::check_grid(models[0].data_shape(), job.grid, 3).map_err(|e| rename_param(e, "--grid-size"))?;
     }
     let run = sampler.run(observer)?;
-    let classes = classifier.as_ref().map(|c| judge(c, &run)).transpose()?;
+    let classes = classifier.as_ref().map(|c| judge(c, &run, &job.fashion_mnist_dir, job.config.seed)).transpose()?;
     write_outputs(job, &composition, &run, classes.as_ref(), classifier.as_ref())?;
     let notes = models.iter().flat_map(|m| m.notes()).collect();
     Ok(MixOutcome { run, classes, notes })
@@ -156,17 +185,21 @@ impl Classifier {
 }
 
 #[cfg(not(feature = "nets"))]
-fn judge(c: &Classifier, _: &SampleRun) -> Result<ClassFractions> {
+fn judge(c: &Classifier, _: &SampleRun, _: &Path, _: u64) -> Result<ClassFractions> {
     match *c {}
 }
 
 #[cfg(feature = "nets")]
-fn judge(c: &Classifier, run: &SampleRun) -> Result<ClassFractions> {
+fn judge(c: &Classifier, run: &SampleRun, fashion_mnist_dir: &Path, seed: u64) -> Result<ClassFractions> {
     let labels = c.predict(&run.samples)?;
+    let frechet = crate::io::idx::load_fashion_mnist(fashion_mnist_dir, crate::io::idx::Split::Test, None)
+        .map_err(|e| format!("real test images: {e}"))
+        .and_then(|test| crate::report::classes::frechet_to_real(c, run, &test, seed).map_err(|e| e.to_string()));
     Ok(ClassFractions {
         weighted: class_fractions(&labels, Some(&run.weights())),
         unweighted: class_fractions(&labels, None),
         test_accuracy: c.test_accuracy,
+        frechet,
     })
 }
 
@@ -181,6 +214,10 @@ fn classes_json(job: &MixJob, c: &ClassFractions) -> Value {
         "weighted_fractions": named(&c.weighted),
         "unweighted_fractions": named(&c.unweighted),
         "weighted": c.weighted,
+        "frechet": match &c.frechet {
+            Ok(f) => json!({"distance": f.distance, "real_vs_real_floor": f.floor, "real_images": f.n, "feature_space": "the classifier's last hidden layer"}),
+            Err(why) => json!({"missing": why}),
+        },
     })
 }
 

@@ -111,6 +111,32 @@ impl Classifier {
         .map_err(backend("classifying images"))
     }
 
+    /// The last hidden layer's activations (after SiLU) for images (n × 784 values in [−1, 1]): n ×
+    /// `hidden.last()` values, the feature space of [`crate::report::classes::frechet_to_real`].
+    pub fn features(&self, x: &[f64]) -> Result<Vec<f64>> {
+        if x.len() % D_IN != 0 {
+            return Err(Error::param("images", x.len(), "expected n × 784 pixel values (1×28×28 images)"));
+        }
+        let n = x.len() / D_IN;
+        if n == 0 || self.params.len() < 4 {
+            return Err(Error::param("images", n, "need at least one image and a classifier with a hidden layer"));
+        }
+        (|| -> candle_core::Result<Vec<f64>> {
+            let mut h = Tensor::from_vec(x.iter().map(|&a| a as f32).collect::<Vec<f32>>(), (n, D_IN), &self.device)?;
+            let hidden = self.params.len() / 2 - 1;
+            for l in 0..hidden {
+                h = h.matmul(&self.params[2 * l].t()?)?.broadcast_add(&self.params[2 * l + 1])?.silu()?;
+            }
+            Ok(h.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| v as f64).collect())
+        })()
+        .map_err(backend("computing classifier features"))
+    }
+
+    /// Width of [`Self::features`].
+    pub fn feature_dim(&self) -> usize {
+        self.cfg.hidden.last().copied().unwrap_or(D_IN)
+    }
+
     /// Fraction of correctly classified images of a labelled set.
     pub fn accuracy(&self, set: &ImageSet) -> Result<f64> {
         let x: Vec<f64> = set.images.iter().map(|&p| p as f64).collect();

@@ -159,6 +159,9 @@ impl DiffusersTrainer {
         self.moments.update(&ADAM, &mut self.params, &grads.0, self.step, self.recipe.lr_at(self.step), self.recipe.weight_decay);
         self.net.set_parameters(&self.params);
         if let (Some(e), Some(decay)) = (self.ema.as_mut(), self.recipe.ema_decay) {
+            // The usual warm-up: the first steps' average would otherwise keep most of the random init.
+            let k = self.step as f64;
+            let decay = decay.min((1.0 + k) / (10.0 + k));
             for (ev, pv) in e.iter_mut().zip(&self.params) {
                 ev.iter_mut().zip(pv).for_each(|(a, &p)| *a = (decay * *a as f64 + (1.0 - decay) * p as f64) as f32);
             }

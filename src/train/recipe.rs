@@ -123,7 +123,7 @@ pub struct ScoreRecipe<A: Arch> {
     #[serde(default)]
     pub name: Option<String>,
     /// Decay of an exponential moving average of the weights, which is then what is written (as DDPM
-    /// does; diffusers recipes only; absent: no average).
+    /// does; diffusers recipes only; absent: no average). Step k uses min(decay, (1 + k)/(10 + k)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema_decay: Option<f64>,
     /// Where `fashion-mnist:` data is read: not part of the recipe file (the caller sets it; default
