@@ -18,9 +18,17 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusers").join(name)
 }
 
-/// The worst error against diffusers' outputs, relative to the largest output (at least 1), of the
-/// candle network and of its CPU-kernel copy, and the largest difference between the two paths.
-fn check(name: &str) -> f64 {
+/// A fixture's network (candle, from its files) and diffusers' inputs and outputs on it.
+struct Fixture {
+    net: Unet2d,
+    xs: Vec<usize>,
+    x: Vec<f64>,
+    t: Vec<f64>,
+    labels: Option<Vec<u32>>,
+    want: Vec<f64>,
+}
+
+fn load_fixture(name: &str) -> Fixture {
     let dir = fixture(name);
     let cfg_path = dir.join("config.json");
     let cfg = Unet2dConfig::from_json(&cfg_path, &std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
@@ -30,6 +38,13 @@ fn check(name: &str) -> f64 {
     let (_, t) = r.tensor_f64("timesteps").unwrap();
     let (_, want) = r.tensor_f64("out").unwrap();
     let labels: Option<Vec<u32>> = r.names().iter().any(|n| n == "class_labels").then(|| r.tensor_f64("class_labels").unwrap().1.iter().map(|&v| v as u32).collect());
+    Fixture { net, xs, x, t, labels, want }
+}
+
+/// The worst error against diffusers' outputs, relative to the largest output (at least 1), of the
+/// candle network and of its CPU-kernel copy, and the largest difference between the two paths.
+fn check(name: &str) -> f64 {
+    let Fixture { net, xs, x, t, labels, want } = load_fixture(name);
     let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
     let xt = Tensor::from_vec(xf.clone(), xs.as_slice(), &Device::Cpu).unwrap();
     let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
@@ -352,14 +367,7 @@ fn a_mixture_under_a_cosine_schedule_hits_its_fraction() {
 #[test]
 fn cpu_kernel_vjp_matches_central_differences_on_every_fixture() {
     for name in ["ddpm_tiny", "scale_shift", "class_cond", "no_mid_fourier"] {
-        let dir = fixture(name);
-        let cfg_path = dir.join("config.json");
-        let cfg = Unet2dConfig::from_json(&cfg_path, &std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
-        let net = Unet2d::load(cfg, &dir.join("diffusion_pytorch_model.safetensors"), &Device::Cpu).unwrap();
-        let r = TensorFile::open(&dir.join("reference.safetensors")).unwrap();
-        let (xs, x) = r.tensor_f64("x").unwrap();
-        let (_, t) = r.tensor_f64("timesteps").unwrap();
-        let labels: Option<Vec<u32>> = r.names().iter().any(|n| n == "class_labels").then(|| r.tensor_f64("class_labels").unwrap().1.iter().map(|&v| v as u32).collect());
+        let Fixture { net, xs, x, t, labels, .. } = load_fixture(name);
         let cpu = Unet2dCpu::new(&net, xs[2], xs[3]).unwrap();
         let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
         // Fourier models take noise levels, not labels: keep them positive.
@@ -446,14 +454,7 @@ fn checkpoint_score_vjp_matches_central_differences() {
 #[test]
 fn training_gradients_match_central_differences_tensor_by_tensor() {
     for name in ["ddpm_tiny", "scale_shift", "class_cond"] {
-        let dir = fixture(name);
-        let cfg_path = dir.join("config.json");
-        let cfg = Unet2dConfig::from_json(&cfg_path, &std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
-        let net = Unet2d::load(cfg, &dir.join("diffusion_pytorch_model.safetensors"), &Device::Cpu).unwrap();
-        let r = TensorFile::open(&dir.join("reference.safetensors")).unwrap();
-        let (xs, x) = r.tensor_f64("x").unwrap();
-        let (_, t) = r.tensor_f64("timesteps").unwrap();
-        let labels: Option<Vec<u32>> = r.names().iter().any(|n| n == "class_labels").then(|| r.tensor_f64("class_labels").unwrap().1.iter().map(|&v| v as u32).collect());
+        let Fixture { net, xs, x, t, labels, .. } = load_fixture(name);
         let mut cpu = Unet2dCpu::new(&net, xs[2], xs[3]).unwrap();
         let xf: Vec<f32> = x.iter().map(|&v| v as f32).collect();
         let tf: Vec<f32> = t.iter().map(|&v| v as f32).collect();
