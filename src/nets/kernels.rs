@@ -453,7 +453,7 @@ impl Norm {
         Norm { groups, eps, gamma, beta, id: 0 }
     }
 
-    /// act( GN(x + shift_in[c]) · (1 + scale[c]) + shift[c] ) for `x` [C, hw]: `shift_in` is added to
+    /// act( GN(x + shift_in_c) · (1 + scale_c) + shift_c ) per channel c for `x` [C, hw]: `shift_in` is added to
     /// every channel before the statistics (the default time shift), `post` = (scale, shift) after the
     /// affine map (scale_shift); statistics in f64.
     pub fn apply(&self, x: &[f32], hw: usize, shift_in: Option<&[f32]>, post: Option<(&[f32], &[f32])>, act: Option<Act>) -> Vec<f32> {
@@ -515,7 +515,7 @@ impl Norm {
         out
     }
 
-    /// The gradient with respect to x of Σ dy · [`Self::apply`](x) (shift_in and post held fixed), from
+    /// The gradient with respect to x of Σ dy · [`Self::apply`] at x (shift_in and post held fixed), from
     /// the forward pass's input and statistics.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(&self, x: &[f32], hw: usize, st: &[(f64, f64)], shift_in: Option<&[f32]>, post: Option<(&[f32], &[f32])>, act: Option<Act>, dy: &[f32]) -> Vec<f32> {
@@ -784,7 +784,7 @@ impl Lin {
         self.out
     }
 
-    /// For y = [`Self::vec`](x, act): the weight and bias gradients of dy · y added into `grads`, and
+    /// For y = [`Self::vec`] of (x, act): the weight and bias gradients of dy · y added into `grads`, and
     /// the gradient with respect to x.
     pub fn vec_backward(&self, x: &[f32], act: Option<Act>, dy: &[f32], grads: Option<&mut Grads>) -> Vec<f32> {
         if let Some(g) = grads {
@@ -802,7 +802,7 @@ impl Lin {
             .collect()
     }
 
-    /// For Y = [`Self::cols`](X): dW += dY Xᵀ and db += Σ dY into `grads`.
+    /// For Y = [`Self::cols`] of X: dW += dY Xᵀ and db += Σ dY into `grads`.
     pub fn cols_weight_grads(&self, x: &[f32], dy: &[f32], n: usize, grads: &mut Grads, flops: &mut u64) {
         gemm(self.out, self.inp, n, &mut grads.0[self.id], self.inp, true, dy, n, 1, x, 1, n, 1.0);
         add_row_sums(dy, n, &mut grads.0[self.id + 1]);
@@ -896,7 +896,7 @@ impl SelfAttention {
         p.chunks_mut(l).for_each(softmax);
     }
 
-    /// The gradient with respect to x of Σ dy · [`Self::forward`](x), from the forward's record; the
+    /// The gradient with respect to x of Σ dy · [`Self::forward`] at x, from the forward's record; the
     /// parameters' gradients go into `grads` when given.
     pub fn backward(&self, rec: &AttnRec, dy: &[f32], l: usize, flops: &mut u64, mut grads: Option<&mut Grads>) -> Vec<f32> {
         let c = self.q.out;
