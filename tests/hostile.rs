@@ -553,6 +553,40 @@ fn hostile_files_flags_and_aliases_end_in_one_line_errors_and_change_nothing() {
     ] {
         train_case(&mut t, format!("mix-train {}", flags.join(" ")), &recipe_text, &flags, Some(needle));
     }
+    // Diffusers UNet2DModel recipes: every bad architecture is refused by name before any data is read,
+    // and no directory is created.
+    let mut drecipe: Value = serde_json::from_str(&std::fs::read_to_string(root().join("models/fmnist_unet_a.json")).unwrap()).unwrap();
+    let dout = dir.join("unet_dir");
+    drecipe["out"] = json!(p(&dout));
+    drecipe["steps"] = json!(2);
+    let douts = vec![dout.clone(), dir.join("unet_dir.ckpt.safetensors")];
+    for (key, val, needle) in [
+        ("down_block_types", json!(["CrossAttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"]), "down_block_types"),
+        ("norm_num_groups", json!(7), "norm_num_groups"),
+        ("attention_head_dim", json!(0), "attention_head_dim"),
+        ("in_channels", json!(0), "block_out_channels"),
+        ("num_class_embeds", json!(10), "num_class_embeds"),
+        ("time_embedding_type", json!("fourier"), "positional"),
+        ("block_out_channels", json!([32, 64]), "block_out_channels"),
+        ("layers_per_block", json!(99), "layers_per_block"),
+    ] {
+        let mut rc = drecipe.clone();
+        rc["arch"][key] = val.clone();
+        std::fs::write(&rfile, serde_json::to_string(&rc).unwrap()).unwrap();
+        let args = vec!["--recipe".to_string(), p(&rfile)];
+        t.run(Case { label: format!("diffusers recipe arch.{key} = {val}"), bin: TRAIN, args, inputs: vec![rfile.clone()], outputs: douts.clone(), must_fail: Some(needle.into()) });
+    }
+    for (key, val, needle) in [("ema_decay", json!(1.5), "ema_decay"), ("steps", json!(0), "steps")] {
+        let mut rc = drecipe.clone();
+        rc[key] = val.clone();
+        std::fs::write(&rfile, serde_json::to_string(&rc).unwrap()).unwrap();
+        let args = vec!["--recipe".to_string(), p(&rfile)];
+        t.run(Case { label: format!("diffusers recipe {key} = {val}"), bin: TRAIN, args, inputs: vec![rfile.clone()], outputs: douts.clone(), must_fail: Some(needle.into()) });
+    }
+    // An MLP recipe may not ask for an average of the weights.
+    let mut rc = recipe.clone();
+    rc["ema_decay"] = json!(0.9);
+    train_case(&mut t, "MLP recipe with ema_decay".into(), &serde_json::to_string(&rc).unwrap(), &[], Some("ema_decay"));
     // A truncated checkpoint to resume from.
     let full = dir.join("full.safetensors");
     let bytes = std::fs::read(shipped("mlp2d_up.safetensors")).unwrap();
