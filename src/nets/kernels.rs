@@ -320,16 +320,18 @@ impl Conv {
             *flops += 2 * (self.cout * n * kk) as u64;
             for i in 0..g.len() {
                 let mut dx = vec![0.0f32; self.cin * h * w];
-                self.col2im(&col[i * p..], n, h, w, up, oh, ow, &mut dx);
+                self.col2im(&mut col[i * p..], n, h, w, up, oh, ow, &mut dx);
                 dxs.push(dx);
             }
         }
         dxs
     }
 
-    /// dx += the adjoint of [`Self::im2col_strided`] applied to `col` (rows `row_stride` apart).
+    /// dx += the adjoint of [`Self::im2col_strided`] applied to `col` (rows `row_stride` apart; `col`
+    /// is scratch: the border columns of a same-size stride-1 tap are zeroed and the tap added to the
+    /// image as one contiguous shifted run, like [`Self::shifted_copy`] in reverse).
     #[allow(clippy::too_many_arguments)]
-    fn col2im(&self, col: &[f32], row_stride: usize, h: usize, w: usize, up: bool, oh: usize, ow: usize, dx: &mut [f32]) {
+    fn col2im(&self, col: &mut [f32], row_stride: usize, h: usize, w: usize, up: bool, oh: usize, ow: usize, dx: &mut [f32]) {
         let (k, s) = (self.k, self.stride);
         let (vh, vw) = if up { (2 * h, 2 * w) } else { (h, w) };
         let sh = usize::from(up);
@@ -337,10 +339,26 @@ impl Conv {
             let img = &mut dx[ci * h * w..(ci + 1) * h * w];
             for ky in 0..k {
                 for kx in 0..k {
-                    let row = &col[((ci * k + ky) * k + kx) * row_stride..][..oh * ow];
+                    let row = &mut col[((ci * k + ky) * k + kx) * row_stride..][..oh * ow];
                     let lo = self.pad[1].saturating_sub(kx).div_ceil(s).min(ow);
                     let hi = ((vw + self.pad[1]).saturating_sub(kx).div_ceil(s)).clamp(lo, ow);
                     if lo == hi {
+                        continue;
+                    }
+                    if s == 1 && !up && ow == w && oh == h {
+                        let (dy, dxo) = (ky as isize - self.pad[0] as isize, kx as isize - self.pad[1] as isize);
+                        let oy_lo = (-dy).clamp(0, h as isize) as usize;
+                        let oy_hi = (h as isize - dy).clamp(oy_lo as isize, h as isize) as usize;
+                        for r in row[oy_lo * w..oy_hi * w].chunks_mut(w) {
+                            r[..lo].fill(0.0);
+                            r[hi..].fill(0.0);
+                        }
+                        let off = dy * w as isize + dxo;
+                        let (q0, q1) = (oy_lo * w, oy_hi * w);
+                        let a = q0.max((-off).max(0) as usize).min(q1);
+                        let b = (q1 as isize).min((h * w) as isize - off).max(a as isize) as usize;
+                        let sa = (a as isize + off) as usize;
+                        img[sa..sa + (b - a)].iter_mut().zip(&row[a..b]).for_each(|(d, &v)| *d += v);
                         continue;
                     }
                     let first = lo * s + kx - self.pad[1];
