@@ -93,44 +93,66 @@ pub fn mean_cov(x: &[f64], w: Option<&[f64]>, d: usize) -> (Vec<f64>, Vec<f64>) 
 }
 
 /// Eigenvalues and eigenvectors (the columns of the second, row-major n × n) of the symmetric matrix
-/// `m` by cyclic Jacobi rotations, to machine precision.
+/// `m` by cyclic Jacobi rotations, to rounding. Each rotation updates rows p and q of the matrix (kept
+/// symmetric by copying them into columns p and q) and rows p and q of the transposed eigenvector
+/// matrix, so the inner loops run over contiguous memory.
 pub fn sym_eigen(m: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     let mut a = m.to_vec();
-    let mut v = vec![0.0; n * n];
-    (0..n).for_each(|i| v[i * n + i] = 1.0);
-    for _sweep in 0..100 {
-        let off: f64 = (0..n).flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i * n + j] * a[i * n + j]).sum();
+    // vt: row i is eigenvector i.
+    let mut vt = vec![0.0; n * n];
+    (0..n).for_each(|i| vt[i * n + i] = 1.0);
+    let (mut rp, mut rq) = (vec![0.0; n], vec![0.0; n]);
+    for _sweep in 0..60 {
+        let off: f64 = (0..n).map(|i| (0..n).filter(|&j| j != i).map(|j| a[i * n + j] * a[i * n + j]).sum::<f64>()).sum();
         let diag: f64 = (0..n).map(|i| a[i * n + i] * a[i * n + i]).sum();
-        if off <= 1e-30 * diag.max(f64::MIN_POSITIVE) {
+        // Converged when the off-diagonal mass is 1e-24 of the diagonal's; rounding keeps it from zero.
+        if off <= 1e-24 * diag.max(f64::MIN_POSITIVE) {
             break;
         }
         for p in 0..n {
             for q in p + 1..n {
                 let apq = a[p * n + q];
-                if apq == 0.0 {
+                let (app, aqq) = (a[p * n + p], a[q * n + q]);
+                if apq.abs() <= 1e-18 * (app.abs() + aqq.abs()) {
+                    a[p * n + q] = 0.0;
+                    a[q * n + p] = 0.0;
                     continue;
                 }
-                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+                let theta = (aqq - app) / (2.0 * apq);
                 let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
                 let c = 1.0 / (t * t + 1.0).sqrt();
                 let s = t * c;
+                rp.copy_from_slice(&a[p * n..(p + 1) * n]);
+                rq.copy_from_slice(&a[q * n..(q + 1) * n]);
                 for k in 0..n {
-                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
+                    let (x, y) = (rp[k], rq[k]);
+                    a[p * n + k] = c * x - s * y;
+                    a[q * n + k] = s * x + c * y;
                 }
+                a[p * n + p] = app - t * apq;
+                a[q * n + q] = aqq + t * apq;
+                a[p * n + q] = 0.0;
+                a[q * n + p] = 0.0;
                 for k in 0..n {
-                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
+                    if k != p && k != q {
+                        a[k * n + p] = a[p * n + k];
+                        a[k * n + q] = a[q * n + k];
+                    }
                 }
+                rp.copy_from_slice(&vt[p * n..(p + 1) * n]);
+                rq.copy_from_slice(&vt[q * n..(q + 1) * n]);
                 for k in 0..n {
-                    let (vkp, vkq) = (v[k * n + p], v[k * n + q]);
-                    v[k * n + p] = c * vkp - s * vkq;
-                    v[k * n + q] = s * vkp + c * vkq;
+                    let (x, y) = (rp[k], rq[k]);
+                    vt[p * n + k] = c * x - s * y;
+                    vt[q * n + k] = s * x + c * y;
                 }
             }
+        }
+    }
+    let mut v = vec![0.0; n * n];
+    for i in 0..n {
+        for j in 0..n {
+            v[j * n + i] = vt[i * n + j];
         }
     }
     ((0..n).map(|i| a[i * n + i]).collect(), v)
