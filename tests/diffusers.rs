@@ -498,8 +498,8 @@ fn training_gradients_match_central_differences_tensor_by_tensor() {
 
 /// `mix-train` on a `diffusers_unet2d` recipe: the directory it writes opens as a checkpoint
 /// (diffusers' root layout, DDPM scheduler), the candle network and the CPU kernels agree on it, an
-/// interrupted run resumed from its checkpoint writes the same bytes as an uninterrupted one, and a
-/// file where the directory should go is refused without being touched.
+/// interrupted run resumed from its checkpoint writes the same weights as an uninterrupted one, so do
+/// runs on one and on three threads, and a file where the directory should go is refused untouched.
 #[test]
 fn mix_train_writes_diffusers_checkpoints_and_resumes_exactly() {
     if !common::require_fashion_mnist() {
@@ -538,6 +538,17 @@ fn mix_train_writes_diffusers_checkpoints_and_resumes_exactly() {
         names.iter().map(|n| (n.clone(), f.tensor_f64(n).unwrap())).collect::<Vec<_>>()
     };
     assert!(tensors(&full) == tensors(&resumed), "resumed training differs from the uninterrupted run");
+    // The same run on one thread and on three: the same network (teams by index, sums in order).
+    for threads in ["1", "3"] {
+        let other = tmp.path().join(format!("threads{threads}"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-train"))
+            .env("RAYON_NUM_THREADS", threads)
+            .args(["--recipe".as_ref(), recipe.as_os_str(), "--quiet".as_ref(), "--out".as_ref(), other.as_os_str(), "--checkpoint-every".as_ref(), "0".as_ref()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(tensors(&full) == tensors(&other), "training on {threads} thread(s) differs");
+    }
     // The directory is a checkpoint: it opens with its scheduler, and both evaluation paths agree.
     let m = wfrmix::nets::diffusers::DiffusersModel::open(&full, None).unwrap();
     use wfrmix::ScoreModel;
