@@ -1,0 +1,163 @@
+//! diffusers' attention block on one image as matrix products, the softmax vectorised, and its backward
+//! pass (the probabilities recomputed from the kept projections).
+
+use super::{gemm, Grads, Lin, Norm};
+use crate::lanes::exp_f32;
+
+/// diffusers' `Attention` on an image: group norm, q/k/v projections, softmax(q kᵀ/√d) v per head, the
+/// output projection, the residual, and division by `rescale`.
+#[derive(Clone, Debug)]
+pub struct SelfAttention {
+    /// The group norm (none in a scale_shift mid block without `attn_norm_num_groups`).
+    pub norm: Option<Norm>,
+    /// Query, key, value and output projections.
+    pub q: Lin,
+    pub k: Lin,
+    pub v: Lin,
+    pub out: Lin,
+    /// Number of heads.
+    pub heads: usize,
+    /// The residual's divisor.
+    pub rescale: f32,
+}
+
+/// What [`SelfAttention::backward`] needs of a forward pass: its input, the norm's statistics and the
+/// projections.
+pub struct AttnRec {
+    x: Vec<f32>,
+    stats: Vec<(f64, f64)>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// The heads' output before the output projection.
+    o: Vec<f32>,
+}
+
+impl SelfAttention {
+    /// The block on `x` [C, L].
+    pub fn forward(&self, x: &[f32], l: usize, flops: &mut u64) -> Vec<f32> {
+        self.forward_rec(x, l, flops).0
+    }
+
+    /// [`Self::forward`], and what the backward pass needs.
+    pub fn forward_rec(&self, x: &[f32], l: usize, flops: &mut u64) -> (Vec<f32>, AttnRec) {
+        let c = self.q.out_dim();
+        let (hn, stats) = match &self.norm {
+            Some(n) => {
+                let st = n.stats(x, l, None);
+                (n.apply_with(x, l, &st, None, None, None), st)
+            }
+            None => (x.to_vec(), Vec::new()),
+        };
+        let (q, k, v) = (self.q.cols(&hn, l, flops), self.k.cols(&hn, l, flops), self.v.cols(&hn, l, flops));
+        let dh = c / self.heads;
+        let mut o = vec![0.0f32; c * l];
+        let mut s = vec![0.0f32; l * l];
+        for h in 0..self.heads {
+            let off = h * dh * l;
+            self.probabilities(&q[off..], &k[off..], dh, l, &mut s);
+            // o[a, i] = Σ_j v[a, j] S[i, j].
+            gemm(dh, l, l, &mut o[off..], l, false, &v[off..], l, 1, &s, 1, l, 1.0);
+            *flops += 4 * (l * l * dh) as u64;
+        }
+        let mut y = self.out.cols(&o, l, flops);
+        let r = 1.0 / self.rescale;
+        y.iter_mut().zip(x).for_each(|(y, &xv)| *y = (*y + xv) * r);
+        (y, AttnRec { x: x.to_vec(), stats, q, k, v, o })
+    }
+
+    /// P[i, j] = softmax_j(Σ_a q[a, i] k[a, j] / √dh) for one head (q, k: [dh, L] at row stride L).
+    fn probabilities(&self, q: &[f32], k: &[f32], dh: usize, l: usize, p: &mut [f32]) {
+        let scale = 1.0 / (dh as f32).sqrt();
+        gemm(l, l, dh, p, l, false, q, 1, l, k, l, 1, scale);
+        p.chunks_mut(l).for_each(softmax);
+    }
+
+    /// The gradient with respect to x of Σ dy · [`Self::forward`] at x, from the forward's record; the
+    /// parameters' gradients go into `grads` when given.
+    pub fn backward(&self, rec: &AttnRec, dy: &[f32], l: usize, flops: &mut u64, mut grads: Option<&mut Grads>) -> Vec<f32> {
+        let c = self.q.out_dim();
+        let dh = c / self.heads;
+        let scale = 1.0 / (dh as f32).sqrt();
+        let r = 1.0 / self.rescale;
+        let dyr: Vec<f32> = dy.iter().map(|&d| d * r).collect();
+        // dO = Woᵀ dy/r; then per head dV = dO P, dP = dOᵀ V, dS = P ⊙ (dP − rowsum(P ⊙ dP)),
+        // dQ = scale · K dSᵀ, dK = scale · Q dS.
+        let mut d_o = vec![0.0f32; c * l];
+        self.out.cols_t_acc(&dyr, l, &mut d_o, flops);
+        let (mut dq, mut dk, mut dv) = (vec![0.0f32; c * l], vec![0.0f32; c * l], vec![0.0f32; c * l]);
+        let mut p = vec![0.0f32; l * l];
+        let mut dp = vec![0.0f32; l * l];
+        for h in 0..self.heads {
+            let off = h * dh * l;
+            self.probabilities(&rec.q[off..], &rec.k[off..], dh, l, &mut p);
+            gemm(dh, l, l, &mut dv[off..], l, false, &d_o[off..], l, 1, &p, l, 1, 1.0);
+            gemm(l, l, dh, &mut dp, l, false, &d_o[off..], 1, l, &rec.v[off..], l, 1, 1.0);
+            for (pr, dr) in p.chunks(l).zip(dp.chunks_mut(l)) {
+                let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                dr.iter_mut().zip(pr).for_each(|(d, &pv)| *d = pv * (*d - dot));
+            }
+            gemm(dh, l, l, &mut dq[off..], l, false, &rec.k[off..], l, 1, &dp, 1, l, scale);
+            gemm(dh, l, l, &mut dk[off..], l, false, &rec.q[off..], l, 1, &dp, l, 1, scale);
+            *flops += 10 * (l * l * dh) as u64;
+        }
+        let mut dhn = vec![0.0f32; c * l];
+        self.q.cols_t_acc(&dq, l, &mut dhn, flops);
+        self.k.cols_t_acc(&dk, l, &mut dhn, flops);
+        self.v.cols_t_acc(&dv, l, &mut dhn, flops);
+        if let Some(g) = grads.as_deref_mut() {
+            let hn = match &self.norm {
+                Some(n) => n.apply_with(&rec.x, l, &rec.stats, None, None, None),
+                None => rec.x.clone(),
+            };
+            self.out.cols_weight_grads(&rec.o, &dyr, l, g, flops);
+            for (lin, d) in [(&self.q, &dq), (&self.k, &dk), (&self.v, &dv)] {
+                lin.cols_weight_grads(&hn, d, l, g, flops);
+            }
+        }
+        let mut dx = match &self.norm {
+            Some(n) => n.backward_full(&rec.x, l, &rec.stats, None, None, None, &dhn, grads).dx,
+            None => dhn,
+        };
+        dx.iter_mut().zip(&dyr).for_each(|(d, &g)| *d += g);
+        dx
+    }
+}
+
+/// A row of scores into softmax probabilities (max-shifted; max and sum in eight lanes).
+fn softmax(row: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { softmax_avx2(row) };
+    }
+    softmax_body(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn softmax_avx2(row: &mut [f32]) {
+    softmax_body(row)
+}
+
+#[inline(always)]
+fn softmax_body(row: &mut [f32]) {
+    let mut mx = [f32::NEG_INFINITY; 8];
+    let mut it = row.chunks_exact(8);
+    for c in &mut it {
+        for j in 0..8 {
+            mx[j] = if c[j] > mx[j] { c[j] } else { mx[j] };
+        }
+    }
+    let m = it.remainder().iter().chain(&mx).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    row.iter_mut().for_each(|v| *v = exp_f32(*v - m));
+    let mut z = [0.0f32; 8];
+    let mut it = row.chunks_exact(8);
+    for c in &mut it {
+        for j in 0..8 {
+            z[j] += c[j];
+        }
+    }
+    let iz = 1.0 / (it.remainder().iter().sum::<f32>() + z.iter().sum::<f32>());
+    row.iter_mut().for_each(|v| *v *= iz);
+}
