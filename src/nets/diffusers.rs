@@ -244,12 +244,7 @@ impl ScoreModel for DiffusersModel {
         if x.len() % d != 0 || out.len() != x.len() || v.len() != x.len() {
             return Err(Error::param(format!("VJP batch for `{}`", self.name), format!("{} inputs / {} cotangents / {} outputs", x.len(), v.len(), out.len()), format!("expected n × {d} of each")));
         }
-        let (a, s2) = (self.schedule.alpha(t), self.schedule.sigma2(t));
-        if !(t.is_finite() && s2 > 0.0) {
-            return Err(Error::param("t", t, "a diffusion checkpoint's score needs t > 0"));
-        }
-        let sigma = s2.sqrt();
-        let label = self.schedule.label(t) as f32;
+        let (a, s2, sigma, label) = self.at_time(t)?;
         for ((xc, vc), oc) in x.chunks(CHUNK * d).zip(v.chunks(CHUNK * d)).zip(out.chunks_mut(CHUNK * d)) {
             let m = xc.len() / d;
             let xf: Vec<f32> = xc.iter().map(|&v| v as f32).collect();
@@ -271,18 +266,22 @@ impl ScoreModel for DiffusersModel {
 }
 
 impl DiffusersModel {
+    /// α_t, σ_t², σ_t and the network's timestep label at t (> 0).
+    fn at_time(&self, t: f64) -> Result<(f64, f64, f64, f32)> {
+        let (a, s2) = (self.schedule.alpha(t), self.schedule.sigma2(t));
+        if !(t.is_finite() && s2 > 0.0) {
+            return Err(Error::param("t", t, "a diffusion checkpoint's score needs t > 0"));
+        }
+        Ok((a, s2, s2.sqrt(), self.schedule.label(t) as f32))
+    }
+
     /// The score at x and t into `out`, and the network's raw output into `raw` when given.
     fn eval(&self, x: &[f64], t: f64, out: &mut [f64], mut raw: Option<&mut [f64]>) -> Result<()> {
         let d: usize = self.shape.iter().product();
         if x.len() % d != 0 || out.len() != x.len() {
             return Err(Error::param(format!("batch for `{}`", self.name), format!("{} inputs / {} outputs", x.len(), out.len()), format!("expected n × {d} inputs and as many outputs")));
         }
-        let (a, s2) = (self.schedule.alpha(t), self.schedule.sigma2(t));
-        if !(t.is_finite() && s2 > 0.0) {
-            return Err(Error::param("t", t, "a diffusion checkpoint's score needs t > 0"));
-        }
-        let sigma = s2.sqrt();
-        let label = self.schedule.label(t) as f32;
+        let (a, _, sigma, label) = self.at_time(t)?;
         let be = backend("evaluating a diffusers checkpoint");
         for (ci, (xc, oc)) in x.chunks(CHUNK * d).zip(out.chunks_mut(CHUNK * d)).enumerate() {
             let m = xc.len() / d;

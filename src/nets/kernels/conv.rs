@@ -34,11 +34,6 @@ impl Conv {
         Ok(Conv { cout, cin, k, stride: c.config().stride, pad, w: host(c.weight())?, b, id: 0 })
     }
 
-    /// Output channels.
-    pub fn cout(&self) -> usize {
-        self.cout
-    }
-
     /// The weight [cout, cin, k, k] and the bias.
     pub fn tensors(&mut self) -> [Tensor2<'_>; 2] {
         let (o, i, k) = (self.cout, self.cin, self.k);
