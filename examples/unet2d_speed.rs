@@ -6,7 +6,7 @@
 //!
 //! Times are the fastest of REPS calls.
 //!
-//! cargo run --release --example unet2d_speed -- [mnist|cifar|DIR|CONFIG.json] [BATCH] [REPS] [candle|nocandle]
+//! cargo run --release --example unet2d_speed -- [mnist|cifar|DIR|CONFIG.json] [BATCH] [REPS] [candle|nocandle|fwd]  (fwd: the forward only, for profiles)
 
 use std::path::Path;
 use std::time::Instant;
@@ -38,11 +38,19 @@ fn fastest(reps: usize, mut f: impl FnMut() -> wfrmix::Result<()>) -> wfrmix::Re
 }
 
 fn main() -> anyhow::Result<()> {
+    // As the binaries do (src/bin/common): keep freed memory in the process.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: sets allocator parameters before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+    }
     let args: Vec<String> = std::env::args().collect();
     let which = args.get(1).map(String::as_str).unwrap_or("mnist");
     let batch: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(64);
     let reps: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(3);
-    let with_candle = args.get(4).map(String::as_str) != Some("nocandle");
+    let mode = args.get(4).map(String::as_str).unwrap_or("candle");
+    let with_candle = mode == "candle";
     let peak: f64 = std::env::var("PEAK").ok().and_then(|s| s.parse().ok()).unwrap_or(157.0);
     let dir = Path::new(which).is_dir().then(|| Path::new(which).to_path_buf());
     let text = match (which, &dir) {
@@ -77,6 +85,9 @@ fn main() -> anyhow::Result<()> {
     let s = fastest(reps, || cpu.forward(&x, &t, None, &mut out))?;
     let rate = flops * batch as f64 / s / 1e9;
     println!("cpu kernels: {s:.3} s per batch, {rate:.1} GFLOP/s, {:.0}% of peak", 100.0 * rate / peak);
+    if mode == "fwd" {
+        return Ok(());
+    }
     let mut g = vec![0.0f32; batch * d];
     let v: Vec<f32> = x.iter().rev().copied().collect();
     cpu.vjp(&x, &t, None, &v, &mut g)?;

@@ -63,6 +63,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    common::keep_freed_memory();
     match common::parse::<Args>("mix-eval") {
         Ok(args) => common::exit("mix-eval", run(args)),
         Err(code) => code,

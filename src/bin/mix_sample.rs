@@ -220,6 +220,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    common::keep_freed_memory();
     match common::parse::<Args>("mix-sample") {
         Ok(args) => common::exit("mix-sample", run(args)),
         Err(code) => code,

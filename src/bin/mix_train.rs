@@ -92,6 +92,7 @@ fn on_cpu_kernels(path: &std::path::Path) -> bool {
 }
 
 fn main() -> ExitCode {
+    common::keep_freed_memory();
     match common::parse::<Args>("mix-train") {
         Ok(args) => {
             if std::env::var_os("CANDLE_NUM_THREADS").is_none() && std::env::var_os("RAYON_NUM_THREADS").is_none() && !on_cpu_kernels(&args.recipe) {

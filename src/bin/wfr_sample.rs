@@ -180,6 +180,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    common::keep_freed_memory();
     match common::parse::<Args>("wfr-sample") {
         Ok(args) => common::exit("wfr-sample", run(args)),
         Err(code) => code,

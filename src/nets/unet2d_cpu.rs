@@ -575,29 +575,36 @@ impl Unet2dCpu {
             ys
         };
         rec(Rec::Conv(h0, w0, kept(&xs)));
-        let (mut h, mut hh, mut ww) = self.conv_in.forward_many(&xs, h0, w0, false, group(h0 * w0), &mut ws.col, &mut ws.flops);
-        let mut skips = vec![h.clone()];
+        let (h, mut hh, mut ww) = self.conv_in.forward_many(&xs, h0, w0, false, group(h0 * w0), &mut ws.col, &mut ws.flops);
+        // Every down-path activation is a skip; the newest one is the next layer's input.
+        let mut skips = vec![h];
+        let last = |skips: &Vec<Vec<Vec<f32>>>| skips.len() - 1;
         for blk in &self.downs {
             for (j, r) in blk.resnets.iter().enumerate() {
-                h = res(r, &h, hh, ww, ws, None, &mut rec);
+                let mut y = res(r, &skips[last(&skips)], hh, ww, ws, None, &mut rec);
                 if let Some(a) = blk.attns.get(j) {
-                    h = attend(a, h, hh * ww, ws, &mut rec);
+                    y = attend(a, y, hh * ww, ws, &mut rec);
                 }
-                skips.push(h.clone());
+                skips.push(y);
             }
             if let Some(d) = &blk.resample {
-                rec(Rec::Conv(hh, ww, kept(&h)));
-                (h, hh, ww) = d.forward_many(&h, hh, ww, false, group(hh * ww / 4), &mut ws.col, &mut ws.flops);
-                skips.push(h.clone());
+                let x = &skips[last(&skips)];
+                rec(Rec::Conv(hh, ww, kept(x)));
+                let y;
+                (y, hh, ww) = d.forward_many(x, hh, ww, false, group(hh * ww / 4), &mut ws.col, &mut ws.flops);
+                skips.push(y);
             }
         }
-        if let Some((first, a, second)) = &self.mid {
-            h = res(first, &h, hh, ww, ws, None, &mut rec);
-            if let Some(a) = a {
-                h = attend(a, h, hh * ww, ws, &mut rec);
+        let mut h = match &self.mid {
+            Some((first, a, second)) => {
+                let mut y = res(first, &skips[last(&skips)], hh, ww, ws, None, &mut rec);
+                if let Some(a) = a {
+                    y = attend(a, y, hh * ww, ws, &mut rec);
+                }
+                res(second, &y, hh, ww, ws, None, &mut rec)
             }
-            h = res(second, &h, hh, ww, ws, None, &mut rec);
-        }
+            None => skips[last(&skips)].clone(),
+        };
         for blk in &self.ups {
             for (j, r) in blk.resnets.iter().enumerate() {
                 // Checked at load time: the levels' skips match the up blocks' resnets one for one.

@@ -79,10 +79,8 @@ impl Conv {
         let p = oh * ow;
         let kk = self.cin * self.k * self.k;
         debug_assert_eq!(x.len(), self.cin * h * w);
-        let mut out = vec![0.0f32; self.cout * p];
-        for (o, &b) in out.chunks_mut(p).zip(&self.b) {
-            o.fill(b);
-        }
+        let mut out = Vec::with_capacity(self.cout * p);
+        fill_bias(&mut out, &self.b, p);
         let direct = self.k == 1 && self.stride == 1 && !up && self.pad == [0; 4];
         let rhs: &[f32] = if direct {
             x
@@ -117,11 +115,7 @@ impl Conv {
                 debug_assert_eq!(x.len(), self.cin * h * w);
                 self.im2col_strided(x, h, w, up, oh, ow, &mut col[i * p..], n);
             }
-            dst.clear();
-            dst.resize(self.cout * n, 0.0);
-            for (o, &b) in dst.chunks_mut(n).zip(&self.b) {
-                o.fill(b);
-            }
+            fill_bias(&mut dst, &self.b, n);
             gemm(self.cout, n, kk, &mut dst, n, true, &self.w, kk, 1, col, n, 1, 1.0);
             *flops += 2 * (self.cout * n * kk) as u64;
             for i in 0..g.len() {
@@ -180,6 +174,24 @@ impl Conv {
         let (k, s) = (self.k, self.stride);
         let (vh, vw) = if up { (2 * h, 2 * w) } else { (h, w) };
         let sh = usize::from(up);
+        if s == 1 && up && oh == vh && ow == vw {
+            // The adjoint of im2col's upsampled path: shifted adds onto one upsampled channel, then
+            // each 2×2 block summed onto its source pixel.
+            let mut u = vec![0.0f32; vh * vw];
+            for ci in 0..self.cin {
+                u.fill(0.0);
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let row = &mut col[((ci * k + ky) * k + kx) * row_stride..][..oh * ow];
+                        let lo = self.pad[1].saturating_sub(kx).min(ow);
+                        let hi = (vw + self.pad[1]).saturating_sub(kx).clamp(lo, ow);
+                        Self::shifted_add(row, vh, vw, ky as isize - self.pad[0] as isize, kx as isize - self.pad[1] as isize, lo, hi, &mut u);
+                    }
+                }
+                downsum2(&u, h, w, &mut dx[ci * h * w..(ci + 1) * h * w]);
+            }
+            return;
+        }
         for ci in 0..self.cin {
             let img = &mut dx[ci * h * w..(ci + 1) * h * w];
             for ky in 0..k {
@@ -191,19 +203,7 @@ impl Conv {
                         continue;
                     }
                     if s == 1 && !up && ow == w && oh == h {
-                        let (dy, dxo) = (ky as isize - self.pad[0] as isize, kx as isize - self.pad[1] as isize);
-                        let oy_lo = (-dy).clamp(0, h as isize) as usize;
-                        let oy_hi = (h as isize - dy).clamp(oy_lo as isize, h as isize) as usize;
-                        for r in row[oy_lo * w..oy_hi * w].chunks_mut(w) {
-                            r[..lo].fill(0.0);
-                            r[hi..].fill(0.0);
-                        }
-                        let off = dy * w as isize + dxo;
-                        let (q0, q1) = (oy_lo * w, oy_hi * w);
-                        let a = q0.max((-off).max(0) as usize).min(q1);
-                        let b = (q1 as isize).min((h * w) as isize - off).max(a as isize) as usize;
-                        let sa = (a as isize + off) as usize;
-                        img[sa..sa + (b - a)].iter_mut().zip(&row[a..b]).for_each(|(d, &v)| *d += v);
+                        Self::shifted_add(row, h, w, ky as isize - self.pad[0] as isize, kx as isize - self.pad[1] as isize, lo, hi, img);
                         continue;
                     }
                     let first = lo * s + kx - self.pad[1];
@@ -238,6 +238,23 @@ impl Conv {
         let (vh, vw) = if up { (2 * h, 2 * w) } else { (h, w) };
         let sh = usize::from(up);
         let p = oh * ow;
+        if s == 1 && up && oh == vh && ow == vw {
+            // A same-size convolution of the upsampled image: upsample one channel at a time, then
+            // each tap is a shifted copy.
+            let mut u = vec![0.0f32; vh * vw];
+            for ci in 0..self.cin {
+                upsample2(&x[ci * h * w..(ci + 1) * h * w], h, w, &mut u);
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let row = &mut col[((ci * k + ky) * k + kx) * row_stride..][..p];
+                        let lo = self.pad[1].saturating_sub(kx).min(ow);
+                        let hi = (vw + self.pad[1]).saturating_sub(kx).clamp(lo, ow);
+                        Self::shifted_copy(&u, vh, vw, ky as isize - self.pad[0] as isize, kx as isize - self.pad[1] as isize, lo, hi, row);
+                    }
+                }
+            }
+            return;
+        }
         for ci in 0..self.cin {
             let img = &x[ci * h * w..(ci + 1) * h * w];
             for ky in 0..k {
@@ -259,8 +276,8 @@ impl Conv {
                             continue;
                         }
                         let src = &img[((vy as usize) >> sh) * w..][..w];
-                        dst[..lo].fill(0.0);
-                        dst[hi..].fill(0.0);
+                        zero_edge(&mut dst[..lo]);
+                        zero_edge(&mut dst[hi..]);
                         let first = lo * s + kx - self.pad[1];
                         match (s, up) {
                             (1, false) => dst[lo..hi].copy_from_slice(&src[first..first + hi - lo]),
@@ -293,8 +310,76 @@ impl Conv {
         let sa = (a as isize + off) as usize;
         row[a..b].copy_from_slice(&img[sa..sa + (b - a)]);
         for r in row[q0..q1].chunks_mut(w) {
-            r[..lo].fill(0.0);
-            r[hi..].fill(0.0);
+            zero_edge(&mut r[..lo]);
+            zero_edge(&mut r[hi..]);
         }
+    }
+}
+
+impl Conv {
+    /// img[oy·w + ox + (dy·w + dx)] += row[oy·w + ox] over the tap's valid outputs (columns lo..hi):
+    /// the adjoint of [`Self::shifted_copy`]; `row`'s border columns are zeroed so that one contiguous
+    /// add covers the rows that land inside the image.
+    #[allow(clippy::too_many_arguments)]
+    fn shifted_add(row: &mut [f32], h: usize, w: usize, dy: isize, dx: isize, lo: usize, hi: usize, img: &mut [f32]) {
+        let oy_lo = (-dy).clamp(0, h as isize) as usize;
+        let oy_hi = (h as isize - dy).clamp(oy_lo as isize, h as isize) as usize;
+        for r in row[oy_lo * w..oy_hi * w].chunks_mut(w) {
+            zero_edge(&mut r[..lo]);
+            zero_edge(&mut r[hi..]);
+        }
+        let off = dy * w as isize + dx;
+        let (q0, q1) = (oy_lo * w, oy_hi * w);
+        let a = q0.max((-off).max(0) as usize).min(q1);
+        let b = (q1 as isize).min((h * w) as isize - off).max(a as isize) as usize;
+        let sa = (a as isize + off) as usize;
+        img[sa..sa + (b - a)].iter_mut().zip(&row[a..b]).for_each(|(d, &v)| *d += v);
+    }
+}
+
+/// `out` becomes [bias.len(), n] with each row its bias (written once, not zeroed first).
+fn fill_bias(out: &mut Vec<f32>, bias: &[f32], n: usize) {
+    out.clear();
+    for &b in bias {
+        out.extend(std::iter::repeat_n(b, n));
+    }
+}
+
+/// Nearest-neighbour 2× upsampling of one h × w channel into `u` (2h × 2w).
+fn upsample2(img: &[f32], h: usize, w: usize, u: &mut [f32]) {
+    let w2 = 2 * w;
+    for y in 0..h {
+        let (top, rest) = u[2 * y * w2..(2 * y + 2) * w2].split_at_mut(w2);
+        for (pair, &v) in top.chunks_exact_mut(2).zip(&img[y * w..(y + 1) * w]) {
+            pair[0] = v;
+            pair[1] = v;
+        }
+        rest.copy_from_slice(top);
+    }
+}
+
+/// dx[y, x] += the sum of the 2 × 2 block of `u` (2h × 2w) above it: the adjoint of [`upsample2`].
+fn downsum2(u: &[f32], h: usize, w: usize, dx: &mut [f32]) {
+    let w2 = 2 * w;
+    for y in 0..h {
+        let (r0, r1) = (&u[2 * y * w2..(2 * y + 1) * w2], &u[(2 * y + 1) * w2..(2 * y + 2) * w2]);
+        for (x, d) in dx[y * w..(y + 1) * w].iter_mut().enumerate() {
+            *d += (r0[2 * x] + r0[2 * x + 1]) + (r1[2 * x] + r1[2 * x + 1]);
+        }
+    }
+}
+
+/// Zero a row's border columns (at most a few, as padding makes them): stores in place of a call to
+/// memset, which would cost more than the stores (a 3×3 tap has two such runs per image row).
+#[inline(always)]
+fn zero_edge(s: &mut [f32]) {
+    match s.len() {
+        0 => {}
+        1 => s[0] = 0.0,
+        2 => {
+            s[0] = 0.0;
+            s[1] = 0.0;
+        }
+        _ => s.fill(0.0),
     }
 }

@@ -39,20 +39,7 @@ impl Norm {
                 let (mut l1, mut l2) = ([0.0f64; 8], [0.0f64; 8]);
                 for ch in g * cg..(g + 1) * cg {
                     let a = shift_in.map_or(0.0, |s| s[ch]);
-                    let row = &x[ch * hw..(ch + 1) * hw];
-                    let mut it = row.chunks_exact(8);
-                    for c8 in &mut it {
-                        for j in 0..8 {
-                            let v = (c8[j] + a) as f64;
-                            l1[j] += v;
-                            l2[j] += v * v;
-                        }
-                    }
-                    for (j, &v) in it.remainder().iter().enumerate() {
-                        let v = (v + a) as f64;
-                        l1[j] += v;
-                        l2[j] += v * v;
-                    }
+                    lane_sums(&x[ch * hw..(ch + 1) * hw], a, &mut l1, &mut l2);
                 }
                 let (s1, s2): (f64, f64) = (l1.iter().sum(), l2.iter().sum());
                 let n = (cg * hw) as f64;
@@ -241,6 +228,42 @@ fn norm_pass2_body(x: &[f32], g: &[f32], xi: f32, xc: f32, ma: f32, mb: f32, dx:
         acc[j % 8] += v as f64;
     }
     acc.iter().sum()
+}
+
+/// l1[j] += Σ (v + a), l2[j] += Σ (v + a)² over the values v of `row` at positions ≡ j (mod 8), in
+/// f64 (the AVX2 build where the CPU has it: the same operations in the same order, so the same bits).
+fn lane_sums(row: &[f32], a: f32, l1: &mut [f64; 8], l2: &mut [f64; 8]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { lane_sums_avx2(row, a, l1, l2) };
+    }
+    lane_sums_body(row, a, l1, l2)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn lane_sums_avx2(row: &[f32], a: f32, l1: &mut [f64; 8], l2: &mut [f64; 8]) {
+    lane_sums_body(row, a, l1, l2)
+}
+
+#[inline(always)]
+fn lane_sums_body(row: &[f32], a: f32, l1: &mut [f64; 8], l2: &mut [f64; 8]) {
+    let (mut s1, mut s2) = (*l1, *l2);
+    let mut it = row.chunks_exact(8);
+    for c8 in &mut it {
+        for j in 0..8 {
+            let v = (c8[j] + a) as f64;
+            s1[j] += v;
+            s2[j] += v * v;
+        }
+    }
+    for (j, &v) in it.remainder().iter().enumerate() {
+        let v = (v + a) as f64;
+        s1[j] += v;
+        s2[j] += v * v;
+    }
+    (*l1, *l2) = (s1, s2);
 }
 
 /// dst = act(src · m + q), element-wise (the AVX2 build where the CPU has it: no FMA, so the same bits).
