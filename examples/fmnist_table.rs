@@ -4,7 +4,8 @@
 //! geometric mixture of the overlapping experts c {1, 3, 8} and d {1, 8, 9}.
 //!
 //! cargo run --release --example fmnist_table -- [PARTICLES=256] [STEPS=500] [SEED=0] [ROWS] > table.md
-//! (ROWS: run only the rows whose label contains this text, e.g. `product`; $CLASSIFIER: another judge)
+//! (ROWS: run only the rows whose label contains this text, e.g. `product`; $CLASSIFIER: another judge;
+//! $EXPERTS=unet: the conv experts weights/fmnist_unet_{a,b,c,d} instead of the MLPs mlp_fmnist_*)
 
 use std::path::Path;
 
@@ -21,7 +22,7 @@ struct Row {
 }
 
 fn spec(kind: ComposeKind, method: MixtureMethod, n_models: usize, beta: Option<f64>, gamma: f64) -> CompositionSpec {
-    CompositionSpec { kind, n_models, coefficients: None, beta, method, m: 2.0, gamma }
+    CompositionSpec { kind, n_models, coefficients: None, beta, method, m: 2.0, gamma, fr_lambda: 0.0 }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,7 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (particles, steps, seed) = (arg(1, 256)? as usize, arg(2, 500)? as usize, arg(3, 0)?);
     let judge = std::env::var("CLASSIFIER").unwrap_or_else(|_| "weights/fmnist_classifier.safetensors".into());
     let classifier = Classifier::load(Path::new(&judge))?;
-    let file = |n: &str| format!("weights/mlp_fmnist_{n}.safetensors");
+    let unet = std::env::var("EXPERTS").is_ok_and(|e| e == "unet");
+    let file = |n: &str| if unet { format!("weights/fmnist_unet_{n}") } else { format!("weights/mlp_fmnist_{n}.safetensors") };
 
     let mut rows = Vec::new();
     for (name, classes) in [("a", vec![1, 8]), ("b", vec![5, 7, 9]), ("c", vec![1, 3, 8]), ("d", vec![1, 8, 9])] {
@@ -66,8 +68,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!();
     println!("N = {particles} particles, {steps} steps, seed {seed}; fractions weighted by the final weights.\n");
-    println!("| run | target classes | target fraction | largest classes | final ESS / N | lineages | wall s |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| run | target classes | target fraction | largest classes | Fréchet / floor | pixels 1–99% | final ESS / N | lineages | wall s |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let only = std::env::args().nth(4).unwrap_or_default();
     for row in rows.iter().filter(|r| r.label.contains(&only)) {
         let models: Vec<Box<dyn ScoreModel>> = row.models.iter().map(|m| load_model(Path::new(&file(m)))).collect::<Result<_, _>>()?;
@@ -76,16 +78,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let run = Sampler::new(&refs, row.spec.build()?, config)?.run(|_| {})?;
         let f = wfrmix::report::classes::judge(&classifier, &run)?;
         let target: f64 = row.target.iter().map(|&c| f[c as usize]).sum();
+        let fd = wfrmix::report::classes::frechet_to_real(&classifier, &run, &test, seed)?;
+        let mut px = run.samples.clone();
+        px.sort_by(f64::total_cmp);
+        let q = |p: f64| px[((px.len() - 1) as f64 * p) as usize];
         let mut order: Vec<usize> = (0..10).collect();
         order.sort_by(|&i, &j| f[j].total_cmp(&f[i]));
         let top: Vec<String> = order.iter().take(3).filter(|&&i| f[i] >= 0.005).map(|&i| format!("{} {:.3}", FASHION_CLASSES[i], f[i])).collect();
         let set: Vec<String> = row.target.iter().map(|c| c.to_string()).collect();
         println!(
-            "| {} | {{{}}} | **{:.3}** | {} | {:.2} | {} | {:.1} |",
+            "| {} | {{{}}} | **{:.3}** | {} | {:.0} / {:.0} ({:.1}x) | {:.2} … {:.2} | {:.2} | {} | {:.1} |",
             row.label,
             set.join(", "),
             target,
             top.join(", "),
+            fd.distance,
+            fd.floor,
+            fd.distance / fd.floor,
+            q(0.01),
+            q(0.99),
             run.final_ess / particles as f64,
             run.lineages,
             run.wall_seconds

@@ -109,6 +109,28 @@ fn fisher_rao_correction_is_unbiased_where_experts_overlap() {
     assert!((naive - tm[0]).abs() > 0.04, "naive mean {naive} should be off {}", tm[0]);
 }
 
+#[test]
+fn fisher_rao_correction_with_a_partly_state_dependent_drift_recovers_separated_experts() {
+    // Separated experts, where fr with fixed coefficients collapses (maths §4b: 0.007 for 0.3). With
+    // drift coefficients ∝ π·q^λ the same weights correct toward the same target, and λ = 0.5 keeps the
+    // ESS high enough to get the share right. Tolerance: the weighted fraction's sd is about
+    // √(β(1−β)/ESS); at the final ESS (reported) 4 sd is allowed. λ = 0 must still show the collapse
+    // (below half the target), so the test also pins what λ buys.
+    let (up, down) = up_down();
+    let beta = 0.3;
+    let n = 4000;
+    let mut c = cfg(n, 500, 21);
+    c.divergence = DivergenceEstimator::exact();
+    let r = run(&[&up, &down], Composition::mixture_fr_tempered(&[1.0 - beta, beta], 0.5).unwrap(), c.clone());
+    let f = down_fraction(&r);
+    let sd = (beta * (1.0 - beta) / r.final_ess).sqrt();
+    eprintln!("fr, lambda 0.5: fraction {f:.4} (target {beta}, sd {sd:.4}), final ESS {:.0}, lineages {}", r.final_ess, r.lineages);
+    assert!((f - beta).abs() < 4.0 * sd, "fraction {f} vs {beta} ± 4·{sd}");
+    let r0 = run(&[&up, &down], Composition::mixture_fr_tempered(&[1.0 - beta, beta], 0.0).unwrap(), c);
+    let f0 = down_fraction(&r0);
+    eprintln!("fr, lambda 0: fraction {f0:.4}");
+    assert!(f0 < 0.5 * beta, "fixed-coefficient fr no longer collapses here ({f0}); revisit the docs");
+}
 
 #[test]
 fn product_in_6d_matches_the_closed_form_product() {
@@ -117,7 +139,8 @@ fn product_in_6d_matches_the_closed_form_product() {
     let (tm, tv) = gmm_moments(&prod);
     let n = 4000;
     // Default flags: the variance-minimising drift γ* and one Metropolis move per step keep the weights
-    // from degenerating. PLACEHOLDER_STATS
+    // from degenerating. Over 6 seeds the largest moment error was 0.009–0.029 and log Ẑ −6.23 ± 0.01
+    // (README): 0.05 is about twice the worst moment error, and 5 sd of log Ẑ.
     let r = run(&[&a, &b], Composition::product(2).unwrap(), cfg(n, 1000, 5));
     let (m, v) = moments(&r);
     let me = (0..6).map(|j| (m[j] - tm[j]).abs()).fold(0.0, f64::max);

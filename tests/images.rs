@@ -20,7 +20,7 @@ fn weights(name: &str) -> PathBuf {
 fn fractions(experts: &[&str], kind: ComposeKind, beta: Option<f64>, particles: usize, seed: u64) -> Vec<f64> {
     let models: Vec<Box<dyn ScoreModel>> = experts.iter().map(|e| load_model(&weights(&format!("mlp_fmnist_{e}.safetensors"))).unwrap()).collect();
     let refs: Vec<&dyn ScoreModel> = models.iter().map(|m| m.as_ref()).collect();
-    let spec = CompositionSpec { kind, n_models: refs.len(), coefficients: None, beta, method: MixtureMethod::State, m: 2.0, gamma: 1.0 };
+    let spec = CompositionSpec { kind, n_models: refs.len(), coefficients: None, beta, method: MixtureMethod::State, m: 2.0, gamma: 1.0, fr_lambda: 0.0 };
     let cfg = SamplerConfig { particles, seed, ..SamplerConfig::default() };
     let run = Sampler::new(&refs, spec.build().unwrap(), cfg).unwrap().run(|_| {}).unwrap();
     wfrmix::report::classes::judge(&Classifier::load(&weights("fmnist_classifier.safetensors")).unwrap(), &run).unwrap()

@@ -34,6 +34,10 @@ struct Args {
     /// Mixture sampling method.
     #[arg(long, value_enum, default_value_t = MixtureMethod::State)]
     method: MixtureMethod,
+    /// fr only: the drift's coefficients are proportional to pi * q^lambda, from fixed weights (0: score
+    /// averaging) toward the exact mixture score (1); the weights correct any lambda to the same target.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    fr_lambda: f64,
     /// The second model's share for two models: weights or exponents (1 - beta, beta) [default: 0.5].
     #[arg(long, allow_negative_numbers = true)]
     beta: Option<f64>,
@@ -168,6 +172,7 @@ fn job(args: Args) -> Result<MixJob> {
             method: args.method,
             m: args.m,
             gamma: args.gamma,
+            fr_lambda: args.fr_lambda,
         },
         config: SamplerConfig {
             particles: args.particles,

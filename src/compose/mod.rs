@@ -55,12 +55,22 @@ pub struct Composition(Kind);
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 enum Kind {
-    /// ρ_t = Σ π_i q_{i,t} (linear, "OR") mixture.
-    Mixture { weights: Vec<f64>, method: MixtureMethod },
+    /// ρ_t = Σ π_i q_{i,t} (linear, "OR") mixture. `lambda` (fr only): the drift's coefficients are
+    /// c ∝ π·q^λ, from fixed π (0, score averaging) toward the exact mixture score (1).
+    Mixture {
+        weights: Vec<f64>,
+        method: MixtureMethod,
+        #[serde(skip_serializing_if = "is_zero")]
+        lambda: f64,
+    },
     /// ρ_t = (Σ a_i q_{i,t}^{1/m})^m: m = 1 linear, m = 2 Fisher–Rao (Hellinger), m → ∞ geometric.
     Power { weights: Vec<f64>, m: f64 },
     /// ρ_t ∝ Π q_{i,t}^{c_i}: geometric mixture (c = (1−β, β)), product (c = 1), annealing (one model, c = γ).
     Geometric { exponents: Vec<f64> },
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn check_weights(name: &str, w: &[f64]) -> Result<Vec<f64>> {
@@ -88,7 +98,18 @@ pub fn beta_pair(beta: f64) -> Result<Vec<f64>> {
 impl Composition {
     /// Linear mixture with weights π (normalised here).
     pub fn mixture(weights: &[f64], method: MixtureMethod) -> Result<Self> {
-        Ok(Composition(Kind::Mixture { weights: check_weights("mixture weights", weights)?, method }))
+        Ok(Composition(Kind::Mixture { weights: check_weights("mixture weights", weights)?, method, lambda: 0.0 }))
+    }
+
+    /// The Fisher–Rao-corrected mixture with a partly state-dependent drift: coefficients
+    /// c_i ∝ π_i exp(λ ℓ_i), i.e. ∝ π_i q_i^λ, for λ ∈ [0, 1]. λ = 0 is [`MixtureMethod::Fr`]'s fixed π
+    /// (score averaging); λ = 1 is the exact mixture score (the weights then stay constant, as with
+    /// `state`). The weights correct any λ to the same target (maths §4b).
+    pub fn mixture_fr_tempered(weights: &[f64], lambda: f64) -> Result<Self> {
+        if !(lambda.is_finite() && (0.0..=1.0).contains(&lambda)) {
+            return Err(Error::param("fr drift lambda", lambda, "must lie in [0, 1] (0: fixed weights, 1: the exact mixture score)"));
+        }
+        Ok(Composition(Kind::Mixture { weights: check_weights("mixture weights", weights)?, method: MixtureMethod::Fr, lambda }))
     }
 
     /// Power mean with weights a (normalised) and exponent m ≥ 1.
@@ -194,20 +215,7 @@ impl Composition {
                 return;
             }
         };
-        // w_i ∝ c_i exp(scale·ℓ_i), shifted by the largest exponent among the c_i > 0 (no logarithm of c
-        // per call: the largest term is c_i·1 > 0, so the sum cannot underflow to zero).
-        let mut mx = f64::NEG_INFINITY;
-        for i in 0..w.len() {
-            if coef[i] > 0.0 {
-                mx = mx.max(scale * ell[i]);
-            }
-        }
-        let mut tot = 0.0;
-        for i in 0..w.len() {
-            w[i] = if coef[i] > 0.0 { coef[i] * crate::lanes::exp(scale * ell[i] - mx) } else { 0.0 };
-            tot += w[i];
-        }
-        w.iter_mut().for_each(|v| *v /= tot);
+        softmax_scaled(coef, ell, scale, w);
     }
 
     /// The coefficient A of ∇·f in the weight rate G = A ∇·f + g² R: Σc − 1 for geometric targets, 0
@@ -224,7 +232,8 @@ impl Composition {
     ///
     /// - geometric: R = ½(|Σ c_i s_i|² − Σ c_i |s_i|²), ŝ = Σ c_i s_i;
     /// - power mean: R = −½(1 − 1/m) Σ w_i |s_i − ŝ|², ŝ = Σ w_i s_i, w = softmax(log a + ℓ/m);
-    /// - mixture, fr: R = κ [Σ(π_i − w_i)∇·s_i + ŝ·s_mix − Σ w_i |s_i|²], ŝ = Σ π_i s_i, κ = (1 + η²)/2;
+    /// - mixture, fr: R = κ [Σ(c_i − w_i)∇·s_i + λ Σ c_i |s_i − ŝ|² + ŝ·s_mix − Σ w_i |s_i|²], ŝ = Σ c_i s_i,
+    ///   c = softmax(log π + λℓ) (c = π at λ = 0), κ = (1 + η²)/2;
     /// - mixture, state: ŝ = Σ w_i s_i, R = 0; naive: ŝ = Σ π_i s_i, R = 0.
     ///
     /// `scores[i]` is s_i at the particle, `ell` its ℓ_i, `div` its ∇·s_i (when
@@ -245,7 +254,7 @@ impl Composition {
         };
         let sq = crate::lanes::norm2;
         match &self.0 {
-            Kind::Mixture { weights, method } => match method {
+            Kind::Mixture { weights, method, lambda } => match method {
                 MixtureMethod::State => {
                     self.state_weights(ell, w);
                     combine(w, drift);
@@ -255,13 +264,27 @@ impl Composition {
                     combine(weights, drift);
                     0.0
                 }
-                MixtureMethod::Fr => {
+                MixtureMethod::Fr if *lambda == 0.0 => {
                     self.state_weights(ell, w);
                     combine(weights, drift);
                     let div = div.expect("divergences are computed for the fr method");
                     let mut g = 0.0;
                     for i in 0..k {
                         g += (weights[i] - w[i]) * div[i] - w[i] * sq(scores[i]) + w[i] * crate::lanes::dot(drift, scores[i]);
+                    }
+                    kappa * g
+                }
+                MixtureMethod::Fr => {
+                    // ∇·ŝ = Σ c_i ∇·s_i + Σ ∇c_i·s_i, and ∇c_i = λ c_i (s_i − ŝ) since ∇ℓ_i = s_i.
+                    let mut c = [0.0f64; 8];
+                    let c = if k <= 8 { &mut c[..k] } else { &mut vec![0.0; k][..] };
+                    softmax_scaled(weights, ell, *lambda, c);
+                    self.state_weights(ell, w);
+                    combine(c, drift);
+                    let div = div.expect("divergences are computed for the fr method");
+                    let mut g = 0.0;
+                    for i in 0..k {
+                        g += (c[i] - w[i]) * div[i] + lambda * c[i] * crate::lanes::dist2(scores[i], drift) - w[i] * sq(scores[i]) + w[i] * crate::lanes::dot(drift, scores[i]);
                     }
                     kappa * g
                 }
@@ -285,6 +308,23 @@ impl Composition {
             }
         }
     }
+}
+
+/// w_i ∝ coef_i exp(scale·ℓ_i), normalised, shifted by the largest exponent among the coef_i > 0 (no
+/// logarithm of coef per call: the largest term is coef_i·1 > 0, so the sum cannot underflow to zero).
+fn softmax_scaled(coef: &[f64], ell: &[f64], scale: f64, w: &mut [f64]) {
+    let mut mx = f64::NEG_INFINITY;
+    for i in 0..w.len() {
+        if coef[i] > 0.0 {
+            mx = mx.max(scale * ell[i]);
+        }
+    }
+    let mut tot = 0.0;
+    for i in 0..w.len() {
+        w[i] = if coef[i] > 0.0 { coef[i] * crate::lanes::exp(scale * ell[i] - mx) } else { 0.0 };
+        tot += w[i];
+    }
+    w.iter_mut().for_each(|v| *v /= tot);
 }
 
 /// The families a user picks by name.
@@ -333,6 +373,8 @@ pub struct CompositionSpec {
     pub m: f64,
     /// Annealing exponent.
     pub gamma: f64,
+    /// The fr method's drift coefficients ∝ π·q^λ (0: fixed π; see [`Composition::mixture_fr_tempered`]).
+    pub fr_lambda: f64,
 }
 
 impl CompositionSpec {
@@ -362,7 +404,14 @@ impl CompositionSpec {
                 k,
                 "mixtures, power means and geometric mixtures compose two or more models (use anneal for one)",
             )),
+            ComposeKind::Mixture if self.fr_lambda != 0.0 && self.method != MixtureMethod::Fr => Err(Error::param(
+                "fr drift lambda",
+                self.fr_lambda,
+                "applies to the fr method only (choose the fr method, or leave lambda at 0)",
+            )),
+            ComposeKind::Mixture if self.method == MixtureMethod::Fr => Composition::mixture_fr_tempered(&coef()?, self.fr_lambda),
             ComposeKind::Mixture => Composition::mixture(&coef()?, self.method),
+            _ if self.fr_lambda != 0.0 => Err(Error::param("fr drift lambda", self.fr_lambda, "applies to mixtures by the fr method only")),
             ComposeKind::Power => Composition::power(&coef()?, self.m),
             ComposeKind::Geometric => Composition::geometric(&coef()?),
             ComposeKind::Product => Composition::product(k),
