@@ -37,7 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, classes) in [("a", vec![1, 8]), ("b", vec![5, 7, 9]), ("c", vec![1, 3, 8]), ("d", vec![1, 8, 9])] {
         rows.push(Row { label: format!("expert {name} alone"), models: vec![name], spec: spec(ComposeKind::Anneal, MixtureMethod::State, 1, None, 1.0), target: classes });
     }
-    for (method, betas) in [(MixtureMethod::State, vec![0.2, 0.3, 0.5, 0.8]), (MixtureMethod::Fr, vec![0.2, 0.5, 0.8]), (MixtureMethod::Naive, vec![0.2, 0.5, 0.8])] {
+    // The conv experts cost ~50x the MLPs a step: one β per method for them.
+    let betas = |mlp: Vec<f64>| if unet { vec![0.3] } else { mlp };
+    for (method, betas) in [(MixtureMethod::State, betas(vec![0.2, 0.3, 0.5, 0.8])), (MixtureMethod::Fr, betas(vec![0.2, 0.5, 0.8])), (MixtureMethod::Naive, betas(vec![0.2, 0.5, 0.8]))] {
         for beta in betas {
             rows.push(Row {
                 label: format!("mixture a/b β = {beta} `{method:?}`").to_lowercase(),
@@ -47,6 +49,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
         }
     }
+    rows.push(Row {
+        label: "mixture a/b β = 0.3 `fr`, λ = 0.5".into(),
+        models: vec!["a", "b"],
+        spec: CompositionSpec { fr_lambda: 0.5, ..spec(ComposeKind::Mixture, MixtureMethod::Fr, 2, Some(0.3), 1.0) },
+        target: vec![5, 7, 9],
+    });
     rows.push(Row { label: "product c×d".into(), models: vec!["c", "d"], spec: spec(ComposeKind::Product, MixtureMethod::State, 2, None, 1.0), target: vec![1, 8] });
     rows.push(Row { label: "geometric c,d β = 0.5".into(), models: vec!["c", "d"], spec: spec(ComposeKind::Geometric, MixtureMethod::State, 2, Some(0.5), 1.0), target: vec![1, 8] });
 

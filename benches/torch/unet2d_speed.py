@@ -2,12 +2,14 @@
 virtual environment outside the repository):
 
     /path/to/venv/bin/python benches/torch/unet2d_speed.py mnist|cifar OUTDIR [BATCH] [REPS]
+    /path/to/venv/bin/python benches/torch/unet2d_speed.py CHECKPOINT_DIR - [BATCH] [REPS]
 
 Builds the diffusers course's MNIST model or DDPM-CIFAR-10's architecture with torch's seeded random
 init, saves it to OUTDIR with save_pretrained (so that `cargo run --release --example unet2d_speed --
 OUTDIR` times wfrmix on the same weights), and prints torch's forward time per batch and the time of a
 forward pass plus the gradient with respect to the input (Σ ε̂·v backpropagated, what a Hutchinson VJP
-needs), each the fastest of REPS, on torch.get_num_threads() threads (set OMP_NUM_THREADS / torch.set_num_threads to compare).
+needs), each the fastest of REPS; with a checkpoint directory (e.g. weights/fmnist_unet_a) it times that
+network instead and saves nothing, on torch.get_num_threads() threads (set OMP_NUM_THREADS / torch.set_num_threads to compare).
 """
 import sys
 import time
@@ -34,8 +36,11 @@ def main():
     batch = int(sys.argv[3]) if len(sys.argv) > 3 else 64
     reps = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     torch.manual_seed(0)
-    model = UNet2DModel(**CONFIGS[which]).eval()
-    model.save_pretrained(out)
+    if which in CONFIGS:
+        model = UNet2DModel(**CONFIGS[which]).eval()
+        model.save_pretrained(out)
+    else:
+        model = UNet2DModel.from_pretrained(which).eval()
     c, s = model.config.in_channels, model.config.sample_size
     x = torch.randn(batch, c, s, s)
     t = torch.tensor([(i * 997) % 1000 for i in range(batch)])
