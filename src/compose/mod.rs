@@ -264,27 +264,29 @@ impl Composition {
                     combine(weights, drift);
                     0.0
                 }
-                MixtureMethod::Fr if *lambda == 0.0 => {
-                    self.state_weights(ell, w);
-                    combine(weights, drift);
-                    let div = div.expect("divergences are computed for the fr method");
-                    let mut g = 0.0;
-                    for i in 0..k {
-                        g += (weights[i] - w[i]) * div[i] - w[i] * sq(scores[i]) + w[i] * crate::lanes::dot(drift, scores[i]);
-                    }
-                    kappa * g
-                }
                 MixtureMethod::Fr => {
+                    // ŝ = Σ c_i s_i with c = π at λ = 0, else c = softmax(log π + λℓ); then
                     // ∇·ŝ = Σ c_i ∇·s_i + Σ ∇c_i·s_i, and ∇c_i = λ c_i (s_i − ŝ) since ∇ℓ_i = s_i.
-                    let mut c = [0.0f64; 8];
-                    let c = if k <= 8 { &mut c[..k] } else { &mut vec![0.0; k][..] };
-                    softmax_scaled(weights, ell, *lambda, c);
                     self.state_weights(ell, w);
+                    let (mut small, mut large) = ([0.0f64; 8], Vec::new());
+                    let c: &[f64] = if *lambda == 0.0 {
+                        weights
+                    } else {
+                        let c = if k <= 8 {
+                            &mut small[..k]
+                        } else {
+                            large.resize(k, 0.0);
+                            &mut large[..]
+                        };
+                        softmax_scaled(weights, ell, *lambda, c);
+                        c
+                    };
                     combine(c, drift);
                     let div = div.expect("divergences are computed for the fr method");
                     let mut g = 0.0;
                     for i in 0..k {
-                        g += (c[i] - w[i]) * div[i] + lambda * c[i] * crate::lanes::dist2(scores[i], drift) - w[i] * sq(scores[i]) + w[i] * crate::lanes::dot(drift, scores[i]);
+                        let spread = if *lambda == 0.0 { 0.0 } else { lambda * c[i] * crate::lanes::dist2(scores[i], drift) };
+                        g += (c[i] - w[i]) * div[i] + spread - w[i] * sq(scores[i]) + w[i] * crate::lanes::dot(drift, scores[i]);
                     }
                     kappa * g
                 }
