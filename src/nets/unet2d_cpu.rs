@@ -578,32 +578,30 @@ impl Unet2dCpu {
         let (h, mut hh, mut ww) = self.conv_in.forward_many(&xs, h0, w0, false, group(h0 * w0), &mut ws.col, &mut ws.flops);
         // Every down-path activation is a skip; the newest one is the next layer's input.
         let mut skips = vec![h];
-        let last = |skips: &Vec<Vec<Vec<f32>>>| skips.len() - 1;
         for blk in &self.downs {
             for (j, r) in blk.resnets.iter().enumerate() {
-                let mut y = res(r, &skips[last(&skips)], hh, ww, ws, None, &mut rec);
+                let mut y = res(r, &skips[skips.len() - 1], hh, ww, ws, None, &mut rec);
                 if let Some(a) = blk.attns.get(j) {
                     y = attend(a, y, hh * ww, ws, &mut rec);
                 }
                 skips.push(y);
             }
             if let Some(d) = &blk.resample {
-                let x = &skips[last(&skips)];
-                rec(Rec::Conv(hh, ww, kept(x)));
-                let y;
-                (y, hh, ww) = d.forward_many(x, hh, ww, false, group(hh * ww / 4), &mut ws.col, &mut ws.flops);
+                rec(Rec::Conv(hh, ww, kept(&skips[skips.len() - 1])));
+                let (y, oh, ow) = d.forward_many(&skips[skips.len() - 1], hh, ww, false, group(hh * ww / 4), &mut ws.col, &mut ws.flops);
+                (hh, ww) = (oh, ow);
                 skips.push(y);
             }
         }
         let mut h = match &self.mid {
             Some((first, a, second)) => {
-                let mut y = res(first, &skips[last(&skips)], hh, ww, ws, None, &mut rec);
+                let mut y = res(first, &skips[skips.len() - 1], hh, ww, ws, None, &mut rec);
                 if let Some(a) = a {
                     y = attend(a, y, hh * ww, ws, &mut rec);
                 }
                 res(second, &y, hh, ww, ws, None, &mut rec)
             }
-            None => skips[last(&skips)].clone(),
+            None => skips[skips.len() - 1].clone(),
         };
         for blk in &self.ups {
             for (j, r) in blk.resnets.iter().enumerate() {
