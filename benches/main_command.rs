@@ -1,5 +1,5 @@
 //! Wall time of the README's main command, end to end (process start, loading two Fashion-MNIST
-//! experts and the classifier, 64 particles × the default 500 steps of the `state` mixture, grid and
+//! experts and the classifier, 64 particles × the default steps (`SamplerConfig::DEFAULT`) of the `state` mixture, grid and
 //! report written): runs the built `mix-sample` binary `REPS` times (default 3) and prints each wall
 //! time, the median and the minimum. The experts are the conv networks weights/fmnist_unet_{a,b}
 //! (goal: under 60 s on a 2-core machine); `EXPERTS=mlp` times the MLP alternative instead.
@@ -38,8 +38,9 @@ fn main() {
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "main command ({}, 64 images, 2 experts, 500 steps, {} threads): median {:.2} s, min {:.2} s over {reps} runs",
+        "main command ({}, 64 images, 2 experts, {} steps, {} threads): median {:.2} s, min {:.2} s over {reps} runs",
         models.join(" + "),
+        wfrmix::SamplerConfig::DEFAULT.steps,
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         times[reps / 2],
         times[0]

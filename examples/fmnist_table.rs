@@ -3,7 +3,7 @@
 //! mixture of a {1, 8} and b {5, 7, 9} at several β by `state`, `fr` and `naive`, and of the product and
 //! geometric mixture of the overlapping experts c {1, 3, 8} and d {1, 8, 9}.
 //!
-//! cargo run --release --example fmnist_table -- [PARTICLES=256] [STEPS=500] [SEED=0] [ROWS] > table.md
+//! cargo run --release --example fmnist_table -- [PARTICLES=256] [STEPS=the default, 300] [SEED=0] [ROWS] > table.md
 //! (ROWS: run only the rows whose label contains this text, e.g. `product`; $CLASSIFIER: another judge;
 //! $EXPERTS=unet: the conv experts weights/fmnist_unet_{a,b,c,d} instead of the MLPs mlp_fmnist_*)
 
@@ -27,7 +27,7 @@ fn spec(kind: ComposeKind, method: MixtureMethod, n_models: usize, beta: Option<
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let arg = |i: usize, def: u64| std::env::args().nth(i).map_or(Ok(def), |s| s.parse::<u64>());
-    let (particles, steps, seed) = (arg(1, 256)? as usize, arg(2, 500)? as usize, arg(3, 0)?);
+    let (particles, steps, seed) = (arg(1, 256)? as usize, arg(2, SamplerConfig::DEFAULT.steps as u64)? as usize, arg(3, 0)?);
     let judge = std::env::var("CLASSIFIER").unwrap_or_else(|_| "weights/fmnist_classifier.safetensors".into());
     let classifier = Classifier::load(Path::new(&judge))?;
     let unet = std::env::var("EXPERTS").is_ok_and(|e| e == "unet");
