@@ -2,11 +2,13 @@
 //! at N = 4096 in d = 2, 64 and 784, without divergences (state method) and with Hutchinson divergences
 //! (fr method, one Rademacher probe by reverse-mode VJP or by central differences; not at d = 784);
 //! and the product of the same two experts in d = 2, 64 and 256 with the default variance-minimising
-//! drift and one Metropolis move per step, against the plain drift (γ = 1, no moves).
+//! drift and one Metropolis move per step, against the plain drift (γ = 1, no moves). `state_f32`: the
+//! `state` run with the experts' score kernel in f32 (`Precision::F32`).
 //!
 //! cargo bench --bench engine            (RAYON_NUM_THREADS=1 for the single-thread figure)
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use wfrmix::model::gmm::Precision;
 use wfrmix::rng;
 use wfrmix::{Composition, DivergenceEstimator, DriftGamma, GaussianMixture, MixtureMethod, MoveConfig, Probe, Sampler, SamplerConfig, VpSchedule};
 
@@ -36,6 +38,12 @@ fn bench(c: &mut Criterion) {
             let s = Sampler::new(&models, Composition::mixture(&[0.7, 0.3], method).unwrap(), cfg).unwrap();
             g.bench_function(format!("d{d}/{name}"), |bch| bch.iter(|| s.run(|_| {}).unwrap()));
         }
+        // The same `state` run with the experts' score kernel in f32 (Precision::F32).
+        let (a, b) = (a.with_precision(Precision::F32), b.with_precision(Precision::F32));
+        let cfg = SamplerConfig { particles: n, steps, ..Default::default() };
+        let models = [&a, &b];
+        let s = Sampler::new(&models, Composition::mixture(&[0.7, 0.3], MixtureMethod::State).unwrap(), cfg).unwrap();
+        g.bench_function(format!("d{d}/state_f32"), |bch| bch.iter(|| s.run(|_| {}).unwrap()));
     }
     g.finish();
 
