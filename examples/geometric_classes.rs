@@ -12,6 +12,7 @@ use std::path::Path;
 
 use wfrmix::io::idx::FASHION_CLASSES;
 use wfrmix::nets::classifier::Classifier;
+use wfrmix::particles::log_sum_exp as lse;
 use wfrmix::{load_model, Composition, ResamplePolicy, Resampler, Sampler, SamplerConfig, ScoreModel};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,10 +28,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = SamplerConfig { particles, steps, seed, resample, ..SamplerConfig::DEFAULT };
     let run = Sampler::new(&models, Composition::geometric(&[1.0 - beta, beta])?, cfg)?.run(|_| {})?;
     let labels = Classifier::load(Path::new("weights/fmnist_classifier.safetensors"))?.predict(&run.samples)?;
-    let lse = |v: &[f64]| {
-        let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        m + v.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
-    };
     let total = lse(&run.log_weights);
     println!("geometric c^{:.2} d^{beta:.2}, N = {particles}, {steps} steps, seed {seed}, no resampling: log Z = {:.1}, final ESS = {:.2}", 1.0 - beta, run.log_z, run.final_ess);
     println!();
