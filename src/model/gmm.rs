@@ -344,28 +344,6 @@ impl GaussianMixture {
             dst.iter_mut().zip(&o).for_each(|(a, &b)| *a = f64::from(b));
         }
     }
-}
-
-/// Log-responsibilities a_k in `resp` become r_k = softmax(a)_k; returns log Σ_k e^{a_k}.
-#[inline(always)]
-fn normalise(resp: &mut [f64]) -> f64 {
-    // r_k = e_k / Σ e, e_k = exp(a_k − max a): one exponential per component.
-    let m = resp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !m.is_finite() {
-        let lse = crate::particles::log_sum_exp(resp);
-        resp.iter_mut().for_each(|r| *r = crate::lanes::exp(*r - lse));
-        return lse;
-    }
-    let mut total = 0.0;
-    for r in resp.iter_mut() {
-        *r = crate::lanes::exp(*r - m);
-        total += *r;
-    }
-    resp.iter_mut().for_each(|r| *r /= total);
-    m + crate::lanes::ln(total)
-}
-
-impl GaussianMixture {
 
     /// Component k's score s_k = (α μ_k − x) / V_k into `comp`.
     #[inline(always)]
@@ -529,6 +507,25 @@ impl ScoreModel for GaussianMixture {
         self.eval(Kernel::Vjp, x, t, v, out);
         Ok(())
     }
+}
+
+/// Log-responsibilities a_k in `resp` become r_k = softmax(a)_k; returns log Σ_k e^{a_k}.
+#[inline(always)]
+fn normalise(resp: &mut [f64]) -> f64 {
+    // r_k = e_k / Σ e, e_k = exp(a_k − max a): one exponential per component.
+    let m = resp.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        let lse = crate::particles::log_sum_exp(resp);
+        resp.iter_mut().for_each(|r| *r = crate::lanes::exp(*r - lse));
+        return lse;
+    }
+    let mut total = 0.0;
+    for r in resp.iter_mut() {
+        *r = crate::lanes::exp(*r - m);
+        total += *r;
+    }
+    resp.iter_mut().for_each(|r| *r /= total);
+    m + crate::lanes::ln(total)
 }
 
 /// What [`GaussianMixture::eval`] computes per particle.
