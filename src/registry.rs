@@ -15,7 +15,8 @@ use crate::model::{GaussianMixture, ScoreModel};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Loader {
     hf_cache: Option<PathBuf>,
-    class_label: Option<u32>,
+    /// None, one label for every model, or one per model of [`Loader::load_all`].
+    class_labels: Vec<u32>,
     device: Placement,
 }
 
@@ -63,7 +64,15 @@ impl Loader {
     /// A loader that gives class-conditional checkpoints the class `label` (required for them, refused
     /// for any other model).
     pub fn class_label(mut self, label: Option<u32>) -> Self {
-        self.class_label = label;
+        self.class_labels = label.into_iter().collect();
+        self
+    }
+
+    /// A loader that gives class-conditional checkpoints these class labels: none, one for every model,
+    /// or one per model of [`Self::load_all`] in order (so one conditional checkpoint can be composed
+    /// with itself, class against class).
+    pub fn class_labels(mut self, labels: Vec<u32>) -> Self {
+        self.class_labels = labels;
         self
     }
 
@@ -73,25 +82,40 @@ impl Loader {
         self
     }
 
-    /// Open the model `reference` points to: a file path, or an `hf:` reference.
+    /// Open the model `reference` points to: a file path, or an `hf:` reference (with the loader's one
+    /// class label, if it has one).
     pub fn load(&self, reference: impl AsRef<Path>) -> Result<Box<dyn ScoreModel>> {
-        let path = reference.as_ref();
+        match self.class_labels[..] {
+            [] => self.load_labelled(reference.as_ref(), None),
+            [l] => self.load_labelled(reference.as_ref(), Some(l)),
+            _ => Err(Error::param("class labels", format!("{:?}", self.class_labels), "several labels are for load_all, one per model")),
+        }
+    }
+
+    fn load_labelled(&self, path: &Path, class_label: Option<u32>) -> Result<Box<dyn ScoreModel>> {
         let path = match path.to_str() {
             Some(s) => resolve_model_ref(s, self.hf_cache.as_deref())?,
             None => path.to_path_buf(),
         };
         if path.is_dir() {
-            return open_dir(&path, self.class_label, self.device);
+            return open_dir(&path, class_label, self.device);
         }
-        if let Some(l) = self.class_label {
+        if let Some(l) = class_label {
             return Err(Error::param("class label", l, format!("{} is not a class-conditional checkpoint", path.display())));
         }
         load_file(&path)
     }
 
-    /// Open every reference, in order.
+    /// Open every reference, in order; with one class label per reference, each gets its own.
     pub fn load_all<P: AsRef<Path>>(&self, references: impl IntoIterator<Item = P>) -> Result<Vec<Box<dyn ScoreModel>>> {
-        references.into_iter().map(|r| self.load(r)).collect()
+        let refs: Vec<P> = references.into_iter().collect();
+        if self.class_labels.len() > 1 {
+            if self.class_labels.len() != refs.len() {
+                return Err(Error::param("class labels", format!("{:?}", self.class_labels), format!("give one label for every model or one per model ({} models)", refs.len())));
+            }
+            return refs.iter().zip(&self.class_labels).map(|(r, &l)| self.load_labelled(r.as_ref(), Some(l))).collect();
+        }
+        refs.iter().map(|r| self.load(r)).collect()
     }
 }
 

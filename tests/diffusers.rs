@@ -573,3 +573,70 @@ fn mix_train_writes_diffusers_checkpoints_and_resumes_exactly() {
     assert!(!ok && err.contains("--out") && err.lines().count() == 1, "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"mine");
 }
+
+/// A class-conditional `diffusers_unet2d` recipe (`num_class_embeds`) trains on the images' own labels:
+/// the embedding rows of classes absent from the data get no gradient (zero moments, no weight decay,
+/// so AdamW leaves them at their initial values, and so does the average), those of the data's classes
+/// move; the checkpoint needs a class label, and `mix-sample` composes it with itself class against
+/// class (`--class-label 1 8`), refusing a label count that is neither one nor one per model.
+#[test]
+fn mix_train_trains_class_conditional_checkpoints_on_the_labels() {
+    if !common::require_fashion_mnist() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tmp.path().join("r.json");
+    let full = tmp.path().join("cond");
+    let text = serde_json::json!({
+        "kind": "diffusers_unet2d", "data": "fashion-mnist:1,8", "out": full,
+        "arch": {"in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16], "layers_per_block": 1,
+                 "norm_num_groups": 4, "num_class_embeds": 10,
+                 "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]},
+        "steps": 6, "batch": 6, "lr": 1e-2, "warmup": 1, "weight_decay": 0.0, "t_min": 0.001, "seed": 4,
+        "ema_decay": 0.5, "checkpoint_every": 0
+    });
+    std::fs::write(&recipe, text.to_string()).unwrap();
+    let run = |bin: &str, args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(bin).args(args).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let train = env!("CARGO_BIN_EXE_mix-train");
+    let (ok, err) = run(train, &["--recipe".as_ref(), recipe.as_os_str(), "--quiet".as_ref()]);
+    assert!(ok, "{err}");
+    let early = tmp.path().join("early");
+    let (ok, err) = run(train, &["--recipe".as_ref(), recipe.as_os_str(), "--quiet".as_ref(), "--out".as_ref(), early.as_os_str(), "--stop-at".as_ref(), "2".as_ref()]);
+    assert!(ok, "{err}");
+    let emb = |d: &Path| {
+        let (s, v) = TensorFile::open(&d.join("diffusion_pytorch_model.safetensors")).unwrap().tensor_f64("class_embedding.weight").unwrap();
+        assert_eq!(s[0], 10);
+        v.chunks(s[1]).map(|r| r.to_vec()).collect::<Vec<_>>()
+    };
+    let (a, b) = (emb(&full), emb(&early));
+    for c in 0..10 {
+        if c == 1 || c == 8 {
+            assert!(a[c] != b[c], "class {c}'s embedding did not move between steps 2 and 6");
+        } else {
+            assert!(a[c] == b[c], "class {c} is not in the data, yet its embedding moved");
+        }
+    }
+    let sample = env!("CARGO_BIN_EXE_mix-sample");
+    let out = tmp.path().join("s.safetensors");
+    let base = |labels: &[&str]| {
+        let mut v: Vec<std::ffi::OsString> = ["--models", full.to_str().unwrap(), full.to_str().unwrap(), "--particles", "4", "--steps", "3", "--quiet", "--save-samples", out.to_str().unwrap()].iter().map(Into::into).collect();
+        if !labels.is_empty() {
+            v.push("--class-label".into());
+            v.extend(labels.iter().map(Into::into));
+        }
+        v
+    };
+    let call = |labels: &[&str]| {
+        let a = base(labels);
+        run(sample, &a.iter().map(|s| s.as_os_str()).collect::<Vec<_>>())
+    };
+    let (ok, err) = call(&[]);
+    assert!(!ok && err.contains("class") && err.lines().count() == 1 && !out.exists(), "{err}");
+    let (ok, err) = call(&["1", "8", "3"]);
+    assert!(!ok && err.contains("one per model") && err.lines().count() == 1 && !out.exists(), "{err}");
+    let (ok, err) = call(&["1", "8"]);
+    assert!(ok && out.exists(), "{err}");
+}

@@ -570,7 +570,7 @@ fn hostile_files_flags_and_aliases_end_in_one_line_errors_and_change_nothing() {
         ("norm_num_groups", json!(7), "norm_num_groups"),
         ("attention_head_dim", json!(0), "attention_head_dim"),
         ("in_channels", json!(0), "block_out_channels"),
-        ("num_class_embeds", json!(10), "num_class_embeds"),
+        ("num_class_embeds", json!(5), "num_class_embeds"),
         ("time_embedding_type", json!("fourier"), "positional"),
         ("block_out_channels", json!([32, 64]), "block_out_channels"),
         ("layers_per_block", json!(99), "layers_per_block"),

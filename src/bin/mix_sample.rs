@@ -85,9 +85,11 @@ struct Args {
     /// Acceptance rate the moves' step size adapts toward [default: 0.6].
     #[arg(long)]
     move_accept: Option<f64>,
-    /// Class label for class-conditional diffusers checkpoints (num_class_embeds), used for every particle.
-    #[arg(long)]
-    class_label: Option<u32>,
+    /// Class label for class-conditional diffusers checkpoints (num_class_embeds): one for every model,
+    /// or one per model in --models order (e.g. `--models M M --class-label 1 8` composes two classes
+    /// of one checkpoint).
+    #[arg(long, num_args = 1..)]
+    class_label: Vec<u32>,
     /// Where diffusers checkpoints run: cpu (the CPU kernels), cuda or cuda:N (a build with the `cuda`
     /// feature); other models always run on the CPU.
     #[arg(long, default_value = "cpu")]
@@ -163,7 +165,7 @@ fn job(args: Args) -> Result<MixJob> {
         anyhow::ensure!(!given || geometric, "{flag} applies to geometric, product and anneal compositions only; leave it out for --compose {}", format!("{:?}", args.compose).to_lowercase());
     }
     Ok(MixJob {
-        loader: Loader::default().hf_cache(hf_cache).class_label(args.class_label).device(args.device),
+        loader: Loader::default().hf_cache(hf_cache).class_labels(args.class_label).device(args.device),
         spec: CompositionSpec {
             kind: args.compose,
             n_models: args.models.len(),

@@ -108,15 +108,23 @@ impl Data {
 
     /// `n` items, row-major.
     pub fn sample(&self, n: usize, rng: &mut Rng) -> Vec<f64> {
+        self.sample_labelled(n, rng).0
+    }
+
+    /// `n` items, row-major, with their class labels (images; none for a Gaussian mixture). The same
+    /// draws as [`Self::sample`].
+    pub fn sample_labelled(&self, n: usize, rng: &mut Rng) -> (Vec<f64>, Option<Vec<u32>>) {
         match self {
-            Data::Gmm(g) => g.sample(n, rng),
+            Data::Gmm(g) => (g.sample(n, rng), None),
             Data::Images(s) => {
                 let mut v = Vec::with_capacity(n * s.rows * s.cols);
+                let mut labels = Vec::with_capacity(n);
                 for _ in 0..n {
                     let i = ((rng::uniform(rng) * s.len() as f64) as usize).min(s.len() - 1);
                     v.extend(s.image(i).iter().map(|&p| p as f64));
+                    labels.push(s.labels[i] as u32);
                 }
-                v
+                (v, Some(labels))
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Training a diffusers `UNet2DModel` (recipe kind `diffusers_unet2d`) by denoising score matching on
 //! the CPU kernels' own reverse mode ([`crate::nets::unet2d_cpu`]), as DDPM trains it: a discrete
 //! linear-β table (`beta_min`/`beta_max` of the recipe over 1000 labels: the recipe's defaults 0.1 and
-//! 20 are DDPM's 1e-4 to 0.02), ε-prediction, AdamW and an optional moving average of the weights. The
+//! 20 are DDPM's 1e-4 to 0.02), ε-prediction, AdamW and an optional moving average of the weights;
+//! with `num_class_embeds` the model is class-conditional on the images' own labels. The
 //! result is a checkpoint directory that diffusers loads (`UNet2DModel.from_pretrained`,
 //! `DDPMScheduler.from_pretrained`) and `mix-sample --models` composes. Checkpoints hold the weights,
 //! the moments, the average, the step and the random stream's position; resuming continues the run
@@ -17,7 +18,7 @@ use crate::nets::diffusers::{save_dir, LinearBetas, Unet2dConfig};
 use crate::nets::unet2d_cpu::Unet2dCpu;
 use crate::rng::{self, Rng};
 use crate::schedule::VpSchedule;
-use super::common::{open_data, AdamConsts, Data, Moments};
+use super::common::{open_data, AdamConsts, Data, DataSource, Moments};
 pub use super::recipe::DiffusersRecipe;
 
 /// AdamW with candle_nn::AdamW's defaults (as the MLP trainer: g = 1 − β).
@@ -61,6 +62,18 @@ impl DiffusersTrainer {
     /// and the training table.
     fn prepare(recipe: &DiffusersRecipe) -> Result<(Unet2dConfig, Data, LinearBetas, VpSchedule)> {
         recipe.check()?;
+        if let Some(k) = recipe.arch.num_class_embeds {
+            // A class-conditional model learns class `c` from the images labelled c (Fashion-MNIST's own
+            // labels), so every class of the data needs an embedding.
+            match recipe.data.parse::<DataSource>()? {
+                DataSource::FashionMnist(classes) => {
+                    if let Some(&c) = classes.iter().find(|&&c| c as usize >= k) {
+                        return Err(Error::param("arch.num_class_embeds", k, format!("the data `{}` has class {c}: a class-conditional model needs num_class_embeds > every label (10 for Fashion-MNIST)", recipe.data)));
+                    }
+                }
+                DataSource::Gmm(_) => return Err(Error::param("arch.num_class_embeds", k, format!("the data `{}` has no labels: class-conditional recipes train on fashion-mnist:CLASSES", recipe.data))),
+            }
+        }
         let (data, info) = open_data(recipe, &recipe.data, recipe.beta_min, recipe.beta_max, recipe.name.as_ref(), &recipe.out, &recipe.data_dir)?;
         let shape = info.data_shape.clone();
         if shape.len() != 3 || shape[0] != recipe.arch.in_channels || recipe.arch.out_channels != shape[0] {
@@ -140,7 +153,8 @@ impl DiffusersTrainer {
     pub fn step(&mut self) -> Result<f64> {
         let b = self.recipe.batch;
         let d: usize = self.data.shape().iter().product();
-        let x0 = self.data.sample(b, &mut self.rng);
+        let (x0, classes) = self.data.sample_labelled(b, &mut self.rng);
+        let classes = classes.filter(|_| self.cfg.num_class_embeds.is_some());
         let mut eps = vec![0.0; b * d];
         rng::par_fill_normal(&mut self.rng, &mut eps);
         let n = TRAIN_STEPS as f64;
@@ -155,7 +169,7 @@ impl DiffusersTrainer {
             labels.push(label as f32);
         }
         let target: Vec<f32> = eps.iter().map(|&v| v as f32).collect();
-        let (loss, grads) = self.net.loss_and_grads(&xt, &labels, None, &target)?;
+        let (loss, grads) = self.net.loss_and_grads(&xt, &labels, classes.as_deref(), &target)?;
         self.moments.update(&ADAM, &mut self.params, &grads.0, self.step, self.recipe.lr_at(self.step), self.recipe.weight_decay);
         self.net.set_parameters(&self.params);
         if let (Some(e), Some(decay)) = (self.ema.as_mut(), self.recipe.ema_decay) {

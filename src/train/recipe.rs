@@ -43,8 +43,8 @@ impl Arch for crate::nets::diffusers::Unet2dConfig {
     fn check(&self) -> std::result::Result<(), String> {
         let v = serde_json::to_value(self).map_err(|e| e.to_string())?;
         crate::nets::diffusers::Unet2dConfig::from_value(Path::new("recipe"), v).map_err(|e| e.to_string())?;
-        if self.time_embedding_type != "positional" || self.num_class_embeds.is_some() {
-            return Err("mix-train trains positional-embedding, unconditional UNet2DModels (time_embedding_type positional, no num_class_embeds)".into());
+        if self.time_embedding_type != "positional" {
+            return Err("mix-train trains positional-embedding UNet2DModels (time_embedding_type positional)".into());
         }
         Ok(())
     }
