@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for est in &ests {
                 let (mut errs, mut ess) = (Vec::new(), 0.0);
                 for seed in 0..seeds {
-                    let cfg = SamplerConfig { particles: n, steps, seed, noise_scale: eta, divergence: est.clone(), ..SamplerConfig::DEFAULT };
+                    let cfg = SamplerConfig { particles: n, steps, seed, noise_scale: eta, divergence: *est, ..SamplerConfig::DEFAULT };
                     let r = Sampler::new(&[&a, &b], Composition::mixture(&[0.7, 0.3], method)?, cfg)?.run(|_| {})?;
                     errs.push(r.weighted_mean(|x| x[0]) + 0.14);
                     ess += r.final_ess / n as f64 / seeds as f64;

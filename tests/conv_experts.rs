@@ -41,7 +41,7 @@ fn each_conv_expert_denoises_its_own_classes_best() {
         idx.iter().flat_map(|&i| test.images[i * d..(i + 1) * d].iter().map(|&p| p as f64)).collect()
     };
     for (name, classes) in EXPERTS {
-        let model = load_model(&weights(&format!("fmnist_unet_{name}"))).unwrap();
+        let model = load_model(weights(&format!("fmnist_unet_{name}"))).unwrap();
         let own = pick(&|l| classes.contains(&l));
         let other = pick(&|l| !classes.contains(&l));
         for t in [0.1, 0.3, 0.5] {
@@ -61,7 +61,7 @@ fn conv_expert_a_samples_its_own_classes() {
     // 0.941 at 500 (docs/images.md; the judge itself calls 0.979 of real Trouser/Bag images in the
     // set); here it is 0.953. At n = 64 and p = 0.94 the binomial sd is 0.030, so 0.85 is 3 sd below:
     // a real drop fails it, sampling noise does not.
-    let model = load_model(&weights("fmnist_unet_a")).unwrap();
+    let model = load_model(weights("fmnist_unet_a")).unwrap();
     let spec = CompositionSpec { kind: ComposeKind::Anneal, n_models: 1, coefficients: None, beta: None, method: MixtureMethod::State, m: 2.0, gamma: 1.0, fr_lambda: 0.0 };
     let cfg = SamplerConfig { particles: 64, seed: 11, ..SamplerConfig::default() };
     let run = Sampler::new(&[model.as_ref()], spec.build().unwrap(), cfg).unwrap().run(|_| {}).unwrap();

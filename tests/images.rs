@@ -18,7 +18,7 @@ fn weights(name: &str) -> PathBuf {
 
 /// Weighted class fractions of a composition of shipped experts.
 fn fractions(experts: &[&str], kind: ComposeKind, beta: Option<f64>, particles: usize, seed: u64) -> Vec<f64> {
-    let models: Vec<Box<dyn ScoreModel>> = experts.iter().map(|e| load_model(&weights(&format!("mlp_fmnist_{e}.safetensors"))).unwrap()).collect();
+    let models: Vec<Box<dyn ScoreModel>> = experts.iter().map(|e| load_model(weights(&format!("mlp_fmnist_{e}.safetensors"))).unwrap()).collect();
     let refs: Vec<&dyn ScoreModel> = models.iter().map(|m| m.as_ref()).collect();
     let spec = CompositionSpec { kind, n_models: refs.len(), coefficients: None, beta, method: MixtureMethod::State, m: 2.0, gamma: 1.0, fr_lambda: 0.0 };
     let cfg = SamplerConfig { particles, seed, ..SamplerConfig::default() };

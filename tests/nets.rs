@@ -37,7 +37,7 @@ fn nets_under_test() -> Vec<Box<dyn ScoreModel>> {
         Box::new(random_net(5, MlpConfig::default(), 4)),
     ];
     for f in ["mlp2d_up.safetensors", "mlp2d_down.safetensors"] {
-        v.push(load_model(&shipped(f)).unwrap());
+        v.push(load_model(shipped(f)).unwrap());
     }
     v
 }
@@ -137,7 +137,7 @@ fn hutchinson_estimators_agree_with_the_exact_divergence() {
 
 #[test]
 fn exact_divergence_by_vjps_matches_the_fd_jacobian_trace() {
-    let net = load_model(&shipped("mlp2d_down.safetensors")).unwrap();
+    let net = load_model(shipped("mlp2d_down.safetensors")).unwrap();
     let x = points(2, 8, 31);
     let t = 0.1;
     let mut exact = vec![0.0; 8];
@@ -216,7 +216,7 @@ fn short_training_reduces_the_dsm_loss_deterministically_and_resumes_exactly() {
     assert!(wa == wc, "resumed weights differ");
     // The written network loads through load_model and predicts what the trainer's network predicts.
     a.save_network(&dir.path().join("tiny.safetensors")).unwrap();
-    let loaded = load_model(&dir.path().join("tiny.safetensors")).unwrap();
+    let loaded = load_model(dir.path().join("tiny.safetensors")).unwrap();
     let x = points(2, 4, 1);
     let (mut s1, mut s2) = (vec![0.0; 8], vec![0.0; 8]);
     loaded.score(&x, 0.3, &mut s1).unwrap();
@@ -230,8 +230,8 @@ fn down_fraction(r: &wfrmix::SampleRun) -> f64 {
 
 #[test]
 fn shipped_networks_compose_like_the_exact_experts() {
-    let up = load_model(&shipped("mlp2d_up.safetensors")).unwrap();
-    let down = load_model(&shipped("mlp2d_down.safetensors")).unwrap();
+    let up = load_model(shipped("mlp2d_up.safetensors")).unwrap();
+    let down = load_model(shipped("mlp2d_down.safetensors")).unwrap();
     let (gu, gd) = (GaussianMixture::load(&shipped("gmm2d_up.safetensors")).unwrap(), GaussianMixture::load(&shipped("gmm2d_down.safetensors")).unwrap());
     let beta = 0.3;
     let n = 2000;
@@ -272,7 +272,7 @@ fn bad_network_files_fail_naming_the_key_or_tensor() {
     let p = |n: &str| dir.path().join(n);
     // A good file loads.
     write_net(&p("good.safetensors"), |_| {}, |_| {});
-    load_model(&p("good.safetensors")).unwrap();
+    load_model(p("good.safetensors")).unwrap();
     let bytes = std::fs::read(p("good.safetensors")).unwrap();
     // Truncated.
     std::fs::write(p("trunc.safetensors"), &bytes[..bytes.len() - 100]).unwrap();
@@ -578,8 +578,8 @@ fn candle_gradients_match_finite_differences_and_the_hand_written_vjp() {
 fn network_compositions_do_not_depend_on_the_thread_count() {
     // The inference path runs single-threaded gemm on the engine's row chunks; each row's result must
     // not depend on how the batch is split (fr needs VJPs too).
-    let up = load_model(&shipped("mlp2d_up.safetensors")).unwrap();
-    let down = load_model(&shipped("mlp2d_down.safetensors")).unwrap();
+    let up = load_model(shipped("mlp2d_up.safetensors")).unwrap();
+    let down = load_model(shipped("mlp2d_down.safetensors")).unwrap();
     let comp = Composition::mixture(&[0.7, 0.3], MixtureMethod::Fr).unwrap();
     let go = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();

@@ -167,7 +167,7 @@ fn unet_files_are_self_describing_and_checked() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     write_unet(&p("good.safetensors"), |_| {}, |_| {});
-    let net = load_model(&p("good.safetensors")).unwrap();
+    let net = load_model(p("good.safetensors")).unwrap();
     assert_eq!(net.data_shape(), &[1, 8, 8]);
     // Same outputs after a round trip.
     let x = normal(2 * 64, 1);
@@ -205,7 +205,7 @@ fn unet_files_are_self_describing_and_checked() {
     let e = load_err(&p("nan.safetensors"));
     assert!(e.contains("non-finite") || e.contains("NaN") || e.contains("finite"), "{e}");
     // Composing with a model of another data shape is refused.
-    let mlp = load_model(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/mlp2d_up.safetensors")).unwrap();
+    let mlp = load_model(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/mlp2d_up.safetensors")).unwrap();
     match check_compatible(&[net.as_ref(), mlp.as_ref()]) {
         Err(Error::Incompatible { reason, .. }) => assert!(reason.contains("data shapes"), "{reason}"),
         other => panic!("expected Incompatible, got {:?}", other.err()),

@@ -160,7 +160,7 @@ impl DiffusersModel {
 
     fn scheduler(dir: &Path, unet_dir: &Path) -> Result<(SchedulerConfig, String)> {
         let candidates = [dir.join("scheduler/scheduler_config.json"), dir.join("scheduler_config.json"), unet_dir.join("scheduler_config.json")];
-        for p in candidates.iter().filter(|p| p.is_file()) {
+        if let Some(p) = candidates.iter().find(|p| p.is_file()) {
             let text = std::fs::read_to_string(p).map_err(|cause| Error::Read { path: p.clone(), cause })?;
             let c = serde_json::from_value(json_object(p, "scheduler", &text)?).map_err(|e| Error::Metadata { path: p.clone(), key: "scheduler".into(), reason: e.to_string() })?;
             return Ok((c, p.display().to_string()));

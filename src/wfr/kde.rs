@@ -296,7 +296,7 @@ fn binned_2d(x: &[f64], w: &[f64], gr: &Grid, out: &mut [f64]) {
     }
     // Convolve along x (rows), then along y (columns, via a transpose).
     let mut tmp = vec![0.0; gx * gy];
-    tmp.par_chunks_mut(gx).zip(grid.par_chunks(gx)).for_each(|(dst, src)| convolve_line(src, &taps, radius, dst));
+    tmp.par_chunks_mut(gx).zip(grid.par_chunks(gx)).for_each(|(dst, src)| convolve_line(src, taps, radius, dst));
     let mut tr = vec![0.0; gx * gy]; // [gx][gy]
     for ky in 0..gy {
         for kx in 0..gx {
@@ -304,7 +304,7 @@ fn binned_2d(x: &[f64], w: &[f64], gr: &Grid, out: &mut [f64]) {
         }
     }
     let mut dens = vec![0.0; gx * gy]; // [gx][gy]
-    dens.par_chunks_mut(gy).zip(tr.par_chunks(gy)).for_each(|(dst, src)| convolve_line(src, &taps, radius, dst));
+    dens.par_chunks_mut(gy).zip(tr.par_chunks(gy)).for_each(|(dst, src)| convolve_line(src, taps, radius, dst));
     out.par_iter_mut().enumerate().for_each(|(i, o)| {
         let (kx, fx) = pos(i, 0);
         let (ky, fy) = pos(i, 1);
