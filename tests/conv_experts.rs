@@ -57,10 +57,10 @@ fn each_conv_expert_denoises_its_own_classes_best() {
 
 #[test]
 fn conv_expert_a_samples_its_own_classes() {
-    // 64 images, the default 300 steps. At 256 images a's own-class fraction is 0.934 at 300 steps and
-    // 0.941 at 500 (docs/images.md; the judge itself calls 0.979 of real Trouser/Bag images in the
-    // set); here it is 0.953. At n = 64 and p = 0.94 the binomial sd is 0.030, so 0.85 is 3 sd below:
-    // a real drop fails it, sampling noise does not.
+    // 64 images, the default 300 steps. At 256 images a's own-class fraction is 0.977 (the 6000-step
+    // recipe, docs/images.md; the judge itself calls 0.979 of real Trouser/Bag images in the set);
+    // here it is 0.969. At n = 64 and p = 0.97 the binomial sd is 0.021, so 0.90 is 3.3 sd below: a
+    // real drop fails it, sampling noise does not.
     let model = load_model(weights("fmnist_unet_a")).unwrap();
     let spec = CompositionSpec { kind: ComposeKind::Anneal, n_models: 1, coefficients: None, beta: None, method: MixtureMethod::State, m: 2.0, gamma: 1.0, fr_lambda: 0.0 };
     let cfg = SamplerConfig { particles: 64, seed: 11, ..SamplerConfig::default() };
@@ -68,7 +68,7 @@ fn conv_expert_a_samples_its_own_classes() {
     let f = wfrmix::report::classes::judge(&Classifier::load(&weights("fmnist_classifier.safetensors")).unwrap(), &run).unwrap();
     let own = f[1] + f[8];
     eprintln!("conv expert a: own-class fraction {own:.3} ({f:?})");
-    assert!(own >= 0.85, "conv expert a: own-class fraction {own:.3} < 0.85 ({f:?})");
+    assert!(own >= 0.90, "conv expert a: own-class fraction {own:.3} < 0.90 ({f:?})");
     // Pixel values stay in a plausible range: the data live in [−1, 1]; the MLP experts reached −10
     // and +17. All but 1% of the pixels within [−1.5, 1.5].
     let outside = run.samples.iter().filter(|v| v.abs() > 1.5).count() as f64 / run.samples.len() as f64;
