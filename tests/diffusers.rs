@@ -496,6 +496,24 @@ fn training_gradients_match_central_differences_tensor_by_tensor() {
     }
 }
 
+/// Write a `diffusers_unet2d` recipe for a tiny network ([8, 16] channels, one resnet a level,
+/// GroupNorm(4)) on Fashion-MNIST's Trouser and Bag, batch 6, into `recipe`, with `arch` added to its
+/// architecture and `run` to its top level.
+fn write_tiny_recipe(recipe: &Path, out: &Path, arch: serde_json::Value, run: serde_json::Value) {
+    let mut r = serde_json::json!({
+        "kind": "diffusers_unet2d", "data": "fashion-mnist:1,8", "out": out,
+        "arch": {"in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4},
+        "batch": 6, "weight_decay": 0.0, "t_min": 0.001
+    });
+    for (k, v) in arch.as_object().unwrap() {
+        r["arch"][k] = v.clone();
+    }
+    for (k, v) in run.as_object().unwrap() {
+        r[k] = v.clone();
+    }
+    std::fs::write(recipe, r.to_string()).unwrap();
+}
+
 /// `mix-train` on a `diffusers_unet2d` recipe: the directory it writes opens as a checkpoint
 /// (diffusers' root layout, DDPM scheduler), the candle network and the CPU kernels agree on it, an
 /// interrupted run resumed from its checkpoint writes the same weights as an uninterrupted one, so do
@@ -508,15 +526,12 @@ fn mix_train_writes_diffusers_checkpoints_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let recipe = tmp.path().join("r.json");
     let full = tmp.path().join("full");
-    let text = serde_json::json!({
-        "kind": "diffusers_unet2d", "data": "fashion-mnist:1,8", "out": full,
-        "arch": {"in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16], "layers_per_block": 1,
-                 "norm_num_groups": 4, "attention_head_dim": 4,
-                 "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]},
-        "steps": 12, "batch": 6, "lr": 1e-3, "warmup": 3, "weight_decay": 0.0, "t_min": 0.001, "seed": 3,
-        "ema_decay": 0.9, "checkpoint_every": 5
-    });
-    std::fs::write(&recipe, text.to_string()).unwrap();
+    write_tiny_recipe(
+        &recipe,
+        &full,
+        serde_json::json!({"attention_head_dim": 4, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}),
+        serde_json::json!({"steps": 12, "lr": 1e-3, "warmup": 3, "seed": 3, "ema_decay": 0.9, "checkpoint_every": 5}),
+    );
     let train = |extra: &[&std::ffi::OsStr]| {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-train")).arg("--recipe").arg(&recipe).arg("--quiet").args(extra).output().unwrap();
         (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
@@ -587,15 +602,12 @@ fn mix_train_trains_class_conditional_checkpoints_on_the_labels() {
     let tmp = tempfile::tempdir().unwrap();
     let recipe = tmp.path().join("r.json");
     let full = tmp.path().join("cond");
-    let text = serde_json::json!({
-        "kind": "diffusers_unet2d", "data": "fashion-mnist:1,8", "out": full,
-        "arch": {"in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16], "layers_per_block": 1,
-                 "norm_num_groups": 4, "num_class_embeds": 10,
-                 "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]},
-        "steps": 6, "batch": 6, "lr": 1e-2, "warmup": 1, "weight_decay": 0.0, "t_min": 0.001, "seed": 4,
-        "ema_decay": 0.5, "checkpoint_every": 0
-    });
-    std::fs::write(&recipe, text.to_string()).unwrap();
+    write_tiny_recipe(
+        &recipe,
+        &full,
+        serde_json::json!({"num_class_embeds": 10, "down_block_types": ["DownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "UpBlock2D"]}),
+        serde_json::json!({"steps": 6, "lr": 1e-2, "warmup": 1, "seed": 4, "ema_decay": 0.5, "checkpoint_every": 0}),
+    );
     let run = |bin: &str, args: &[&std::ffi::OsStr]| {
         let o = std::process::Command::new(bin).args(args).output().unwrap();
         (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
