@@ -56,6 +56,13 @@ fn each_conv_expert_denoises_its_own_classes_best() {
     }
 }
 
+/// `particles` samples of one model alone (anneal with γ = 1 is the model itself), the default steps.
+fn sample_alone(model: &dyn ScoreModel, particles: usize, seed: u64) -> wfrmix::SampleRun {
+    let spec = CompositionSpec { kind: ComposeKind::Anneal, n_models: 1, coefficients: None, beta: None, method: MixtureMethod::State, m: 2.0, gamma: 1.0, fr_lambda: 0.0 };
+    let cfg = SamplerConfig { particles, seed, ..SamplerConfig::default() };
+    Sampler::new(&[model], spec.build().unwrap(), cfg).unwrap().run(|_| {}).unwrap()
+}
+
 #[test]
 fn conv_expert_a_samples_its_own_classes() {
     // 64 images, the default 300 steps. At 256 images a's own-class fraction is 0.977 (the 6000-step
@@ -63,9 +70,7 @@ fn conv_expert_a_samples_its_own_classes() {
     // here it is 0.969. At n = 64 and p = 0.97 the binomial sd is 0.021, so 0.90 is 3.3 sd below: a
     // real drop fails it, sampling noise does not.
     let model = load_model(weights("fmnist_unet_a")).unwrap();
-    let spec = CompositionSpec { kind: ComposeKind::Anneal, n_models: 1, coefficients: None, beta: None, method: MixtureMethod::State, m: 2.0, gamma: 1.0, fr_lambda: 0.0 };
-    let cfg = SamplerConfig { particles: 64, seed: 11, ..SamplerConfig::default() };
-    let run = Sampler::new(&[model.as_ref()], spec.build().unwrap(), cfg).unwrap().run(|_| {}).unwrap();
+    let run = sample_alone(model.as_ref(), 64, 11);
     let f = wfrmix::report::classes::judge(&Classifier::load(&weights("fmnist_classifier.safetensors")).unwrap(), &run).unwrap();
     let own = f[1] + f[8];
     eprintln!("conv expert a: own-class fraction {own:.3} ({f:?})");
@@ -86,9 +91,7 @@ fn conv_cond_expert_samples_the_label_it_is_given() {
     let classifier = Classifier::load(&weights("fmnist_classifier.safetensors")).unwrap();
     for label in [1u32, 8] {
         let model = wfrmix::nets::diffusers::DiffusersModel::open(&weights("fmnist_unet_cond"), Some(label)).unwrap();
-        let spec = CompositionSpec { kind: ComposeKind::Anneal, n_models: 1, coefficients: None, beta: None, method: MixtureMethod::State, m: 2.0, gamma: 1.0, fr_lambda: 0.0 };
-        let cfg = SamplerConfig { particles: 16, seed: 5, ..SamplerConfig::default() };
-        let run = Sampler::new(&[&model as &dyn ScoreModel], spec.build().unwrap(), cfg).unwrap().run(|_| {}).unwrap();
+        let run = sample_alone(&model, 16, 5);
         let f = wfrmix::report::classes::judge(&classifier, &run).unwrap();
         eprintln!("conditional expert, label {label}: judged as the label {:.3} ({f:?})", f[label as usize]);
         assert!(f[label as usize] >= 0.75, "conditional expert, label {label}: only {:.3} judged as the label ({f:?})", f[label as usize]);
