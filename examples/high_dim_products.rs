@@ -27,7 +27,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("|---|---|---|---|---|---|---|---|---|");
         for &d in &dims {
             let (a, b) = experts::high_dim(d);
-            let closed = if exponents[0] == 2.0 { a.product(&a)?.0.product(&b)?.0 } else { a.product(&b)?.0 };
+            // a^e0 · b^e1 with integer exponents is a product of mixtures, itself a mixture: the closed form
+            let factors: Vec<_> = std::iter::repeat_n(&a, exponents[0] as usize).chain(std::iter::repeat_n(&b, exponents[1] as usize)).collect();
+            let mut closed = factors[0].clone();
+            for f in &factors[1..] {
+                closed = closed.product(f)?.0;
+            }
             let exact = closed.sample(100_000, &mut rng::seeded(9));
             let truth = component_fractions(&closed, &exact, &vec![1e-5; 100_000]);
             let floor_draw = closed.sample(n, &mut rng::seeded(10));
