@@ -141,6 +141,9 @@ fn incompatible_models_and_bad_settings_are_refused() {
     fails(d, &["--models", a_s, b_s, "--weights", "1,2,3"], &["one weight or exponent per model"]);
     fails(d, &["--models", a_s, b_s, "--compose", "product", "--noise-scale", "0"], &["noise scale", "unstable"]);
     fails(d, &["--models", a_s, b_s, "--compose", "power", "--m", "0.5"], &["exponent m", ">= 1"]);
+    // The drift's γ and the moves apply to geometric targets and power means with m > 1 only.
+    fails(d, &["--models", a_s, b_s, "--moves", "2"], &["--moves", "leave it out for --compose mixture"]);
+    fails(d, &["--models", a_s, b_s, "--compose", "power", "--m", "1", "--drift-gamma", "1"], &["--drift-gamma", "--m > 1", "--compose power --m 1"]);
     fails(d, &["--models", a_s, b_s, "--ess-threshold", "2"], &["ESS threshold"]);
     fails(d, &["--models", a_s, "--compose", "mixture"], &["two or more models"]);
     fails(d, &["--models", a_s, b_s, three.to_str().unwrap(), "--beta", "0.3"], &["beta", "exactly two models"]);

@@ -215,6 +215,35 @@ fn annealing_a_mixture_in_64d_matches_the_closed_form() {
     assert!((r.log_z - log_z).abs() < 0.1, "log Z {} vs {log_z}", r.log_z);
 }
 
+/// The power mean m = 2 of two Gaussians (closed form: a 3-component mixture, `experts::power2_closed`)
+/// in d = 64 and 256 with the defaults (γ*, one Metropolis move per step, which carries each ℓ_i along).
+#[test]
+fn power_mean_in_high_dimension_matches_its_closed_form() {
+    use wfrmix::report::metrics::{component_fractions, total_variation};
+    for d in [64usize, 256] {
+        let (a, b) = experts::power_pair(d);
+        let (closed, log_z) = experts::power2_closed(&a, &b, [0.6, 0.4]);
+        let m = 200_000;
+        let truth = component_fractions(&closed, &closed.sample(m, &mut wfrmix::rng::seeded(9)), &vec![1.0 / m as f64; m]);
+        let (mt, vt) = closed.mean_and_variance();
+        let n = 2048;
+        let r = run(&[&a, &b], Composition::power(&[0.6, 0.4], 2.0).unwrap(), cfg(n, 300, 1));
+        let tv = total_variation(&component_fractions(&closed, &r.samples, &r.weights()), &truth);
+        let m0 = r.weighted_mean(|x| x[0]);
+        let v0 = r.weighted_mean(|x| (x[0] - m0).powi(2));
+        eprintln!("power m = 2, d = {d}: TV {tv:.4}, E x0 {m0:.3} vs {:.3}, Var x0 {v0:.3} vs {:.3}, log Z {:.4} vs {log_z:.4}, {} lineages", mt[0], vt[0], r.log_z, r.lineages);
+        assert!(r.lineages >= n / 8, "d = {d}: {} lineages", r.lineages);
+        // Over 8 seeds at these d (`examples/high_dim_products power`, its table over seeds 1-8): log Ẑ bias
+        // ≤ 0.005 and run-to-run sd ≤ 0.004, so 0.021 = bias + 4 sd (the plain drift's bias at d = 256
+        // is −0.017); E x₀ and Var x₀ have run-to-run sd ≤ 0.058 and 0.056, allowed 4 sd.
+        assert!((r.log_z - log_z).abs() < 0.021, "d = {d}: log Z {} vs {log_z}", r.log_z);
+        assert!((m0 - mt[0]).abs() < 0.23 && (v0 - vt[0]).abs() < 0.23, "d = {d}: E x0 {m0} vs {}, Var x0 {v0} vs {}", mt[0], vt[0]);
+        // The exact sample's TV at N = 2048 is 0.00-0.02 and single runs gave 0.001-0.023; the
+        // binomial sd of a mass near 0.3 is 0.010, so 0.05 is above 0.02 + 3 sd.
+        assert!(tv < 0.05, "d = {d}: TV {tv}");
+    }
+}
+
 #[test]
 fn surviving_lineages_count_the_initial_particles_with_descendants() {
     // An exact mixture carries no weights, so nothing is resampled and all N lineages survive.

@@ -74,11 +74,11 @@ struct Args {
     /// Corrector signal-to-noise ratio r: step = 2 r^2 d / mean |score|^2.
     #[arg(long, default_value_t = DEFAULTS.corrector_snr)]
     corrector_snr: f64,
-    /// The drift's gamma for geometric, product and anneal targets: adaptive (the gamma that minimises the
+    /// The drift's gamma for geometric, product, anneal and power (m > 1) targets: adaptive (the gamma that minimises the
     /// weights' variance each step) or a number (1 = the plain composed-score drift) [default: adaptive].
     #[arg(long, allow_hyphen_values = true)]
     drift_gamma: Option<DriftGamma>,
-    /// Metropolis-adjusted score-only moves per step for geometric, product and anneal targets (0 = none;
+    /// Metropolis-adjusted score-only moves per step for geometric, product, anneal and power (m > 1) targets (0 = none;
     /// each costs one score per model) [default: 1].
     #[arg(long)]
     moves: Option<usize>,
@@ -160,9 +160,14 @@ fn parse_grid(s: &str) -> Result<(usize, usize)> {
 fn job(args: Args) -> Result<MixJob> {
     let window = args.resample_window.as_deref().map(parse_window).transpose()?;
     let hf_cache = hub::cache_dir(std::env::var_os("HF_HUB_CACHE"), std::env::var_os("HF_HOME"), std::env::var_os("HOME"));
-    let geometric = matches!(args.compose, ComposeKind::Geometric | ComposeKind::Product | ComposeKind::Anneal);
+    let tuned = matches!(args.compose, ComposeKind::Geometric | ComposeKind::Product | ComposeKind::Anneal) || (args.compose == ComposeKind::Power && args.m > 1.0);
     for (flag, given) in [("--drift-gamma", args.drift_gamma.is_some()), ("--moves", args.moves.is_some()), ("--move-accept", args.move_accept.is_some())] {
-        anyhow::ensure!(!given || geometric, "{flag} applies to geometric, product and anneal compositions only; leave it out for --compose {}", format!("{:?}", args.compose).to_lowercase());
+        anyhow::ensure!(
+            !given || tuned,
+            "{flag} applies to geometric, product and anneal compositions and to power with --m > 1 only; leave it out for --compose {}{}",
+            format!("{:?}", args.compose).to_lowercase(),
+            if args.compose == ComposeKind::Power { format!(" --m {}", args.m) } else { String::new() }
+        );
     }
     Ok(MixJob {
         loader: Loader::default().hf_cache(hf_cache).class_labels(args.class_label).device(args.device),

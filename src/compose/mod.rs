@@ -148,6 +148,30 @@ impl Composition {
         matches!(self.0, Kind::Geometric { .. })
     }
 
+    /// Whether the drift's γ and the Metropolis-adjusted moves apply (maths §4a′–4a″, §4c): weighted
+    /// geometric targets (geometric, product, anneal with γ ≠ 1) and power means with m > 1, whose
+    /// drift score ŝ is the target's own score ∇ log ρ_t.
+    pub fn moves_apply(&self) -> bool {
+        match &self.0 {
+            Kind::Geometric { .. } => self.is_weighted(),
+            Kind::Power { m, .. } => *m > 1.0,
+            Kind::Mixture { .. } => false,
+        }
+    }
+
+    /// For power means, log ρ = m log Σ_i a_i exp(ℓ_i/m) at tracked log-densities ℓ (the target's
+    /// log-density up to a constant, for the Metropolis moves' acceptance); `None` otherwise.
+    pub fn power_log_density(&self, ell: &[f64]) -> Option<f64> {
+        match &self.0 {
+            Kind::Power { weights, m } => {
+                let mx = weights.iter().zip(ell).filter(|(a, _)| **a > 0.0).map(|(_, l)| l / m).fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = weights.iter().zip(ell).filter(|(a, _)| **a > 0.0).map(|(a, l)| a * (l / m - mx).exp()).sum();
+                Some(m * (mx + sum.ln()))
+            }
+            _ => None,
+        }
+    }
+
     /// The sampling method, for linear mixtures.
     pub fn mixture_method(&self) -> Option<MixtureMethod> {
         match &self.0 {

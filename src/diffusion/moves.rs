@@ -1,5 +1,5 @@
-//! What keeps geometric targets (geometric mixtures, products, annealing) right in high dimension
-//! (maths §4a′–4a″): the drift u = −γ f + g² S whose γ minimises the variance of the Feynman–Kac weight
+//! What keeps geometric targets (geometric mixtures, products, annealing) and power means right in high
+//! dimension (maths §4a′–4a″, §4c): the drift u = −γ f + g² S whose γ minimises the variance of the Feynman–Kac weight
 //! rate across the particles each step ([`DriftGamma`], [`gamma_star`]), and resample-move with a
 //! Metropolis-adjusted Langevin step that needs only scores ([`MoveConfig`]; the log-density change
 //! along a move is the trapezoidal line integral of the composed score).
@@ -118,18 +118,33 @@ pub fn gamma_star(r: &[f64], k: &[f64], w: &[f64], fallback: f64, max: f64) -> f
 }
 
 /// log α of one MALA proposal x → x′ with scores S = S(x), S′ = S(x′) and step ε: the trapezoidal
-/// log-density change plus the log ratio of the Gaussian proposal densities.
+/// log-density change ½(S + S′)·(x′ − x) plus the log ratio of the Gaussian proposal densities.
 pub fn mala_log_accept(x: &[f64], xp: &[f64], s: &[f64], sp: &[f64], eps: f64) -> f64 {
-    let (mut dlog, mut fwd, mut bwd) = (0.0, 0.0, 0.0);
+    mala_log_accept_given(trapezoid(s, sp, x, xp), x, xp, s, sp, eps)
+}
+
+/// log α of one MALA proposal x → x′ whose log-density change `dlog` is known (power means: from the
+/// ℓ_i carried along the move), with drift scores S, S′ at the two ends and step ε.
+pub fn mala_log_accept_given(dlog: f64, x: &[f64], xp: &[f64], s: &[f64], sp: &[f64], eps: f64) -> f64 {
+    let (mut fwd, mut bwd) = (0.0, 0.0);
     for j in 0..x.len() {
         let dx = xp[j] - x[j];
-        dlog += 0.5 * (s[j] + sp[j]) * dx;
         let f = dx - eps * s[j];
         let b = -dx - eps * sp[j];
         fwd += f * f;
         bwd += b * b;
     }
     dlog + (fwd - bwd) / (4.0 * eps)
+}
+
+/// The trapezoidal line integral ½(s + s′)·(x′ − x) of a score from x to x′ (exact when the density
+/// is Gaussian).
+pub fn trapezoid(s: &[f64], sp: &[f64], x: &[f64], xp: &[f64]) -> f64 {
+    let mut acc = 0.0;
+    for j in 0..x.len() {
+        acc += 0.5 * (s[j] + sp[j]) * (xp[j] - x[j]);
+    }
+    acc
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::model::{batch_score, check_compatible, AsScoreModel, ScoreModel};
 use super::state::{Proposal, State};
 use crate::particles::{gather_rows, ParticleWeights, ResamplePolicy, Resampler};
-use super::moves::{gamma_star, mala_log_accept, DriftGamma, MoveConfig};
+use super::moves::{gamma_star, mala_log_accept, mala_log_accept_given, trapezoid, DriftGamma, MoveConfig};
 use crate::lanes;
 use crate::rng::{self, Rng, BLOCK};
 use crate::schedule::{TimeGrid, VpSchedule};
@@ -85,10 +85,11 @@ pub struct SamplerConfig {
     pub corrector_steps: usize,
     /// Signal-to-noise ratio r that sets the corrector step: ε = 2 r² d / mean |ŝ|².
     pub corrector_snr: f64,
-    /// The drift's γ for weighted geometric targets (u = −γ f + g² S, maths §4a′); ignored otherwise.
+    /// The drift's γ for weighted geometric targets and power means with m > 1 (u = −γ f + g² ŝ, maths
+    /// §4a′, §4c); ignored otherwise.
     pub drift_gamma: DriftGamma,
-    /// Metropolis-adjusted score-only moves after each step, for weighted geometric targets (maths §4a″);
-    /// ignored otherwise.
+    /// Metropolis-adjusted score-only moves after each step, for weighted geometric targets and power
+    /// means with m > 1 (maths §4a″, §4c); ignored otherwise.
     pub moves: MoveConfig,
 }
 
@@ -137,7 +138,7 @@ pub struct StepInfo {
     pub unique_ancestors: usize,
     /// This step's contribution to log Ẑ.
     pub log_z_increment: f64,
-    /// The drift's γ in this step (1 unless the target is a weighted geometric one).
+    /// The drift's γ in this step (1 unless the target is a weighted geometric one or a power mean with m > 1).
     pub gamma: f64,
     /// Acceptance rate of this step's Metropolis moves, if any were made.
     pub move_accept: Option<f64>,
@@ -398,7 +399,7 @@ impl<'a> Sampler<'a> {
             weighted: self.composition.is_weighted(),
             div_f: self.composition.div_f_coefficient(),
             div_cost: if needs_div { self.models.iter().map(|m| self.config.divergence.cost(*m)).sum() } else { 0 },
-            geo: self.composition.is_geometric() && self.composition.is_weighted(),
+            tuned: self.composition.moves_apply(),
             c_sum: self.composition.prior_precision(),
             chunk: n.div_ceil(4 * rayon::current_num_threads()).max(16),
         }
@@ -447,15 +448,8 @@ impl<'a> Sampler<'a> {
                 return Err(non_finite(format!("score of model `{}` (particle {b})", m.name()), step, t));
             }
         }
-        if c.needs_div {
-            for (m, dv) in self.models.iter().zip(st.divs.iter_mut()) {
-                self.config.divergence.estimate(*m, &st.x, t, rng, dv)?;
-                if let Some(b) = first_bad_row(dv, 1) {
-                    return Err(non_finite(format!("divergence of model `{}` (particle {b})", m.name()), step, t));
-                }
-            }
-        }
-        st.evals += (c.n * (c.k + c.div_cost)) as u64;
+        self.divergences(c, st, step, t, rng)?;
+        st.evals += (c.n * c.k) as u64;
         let (comp, d, k, chunk) = (&self.composition, c.d, c.k, c.chunk);
         let (scores, divs, ell) = (&st.scores, &st.divs, &st.ell);
         st.drift.par_chunks_mut(chunk * d).zip(st.rate.par_chunks_mut(chunk)).enumerate().for_each(|(ci, (dc, rc))| {
@@ -480,14 +474,30 @@ impl<'a> Sampler<'a> {
         Ok(())
     }
 
+    /// Every model's divergence ∇·s_i at the particles, where the run needs them.
+    fn divergences(&self, c: &Consts, st: &mut State, step: usize, t: f64, rng: &mut Rng) -> Result<()> {
+        if !c.needs_div {
+            return Ok(());
+        }
+        for (m, dv) in self.models.iter().zip(st.divs.iter_mut()) {
+            self.config.divergence.estimate(*m, &st.x, t, rng, dv)?;
+            if let Some(b) = first_bad_row(dv, 1) {
+                return Err(non_finite(format!("divergence of model `{}` (particle {b})", m.name()), step, t));
+            }
+        }
+        st.evals += (c.n * c.div_cost) as u64;
+        Ok(())
+    }
+
     /// The coefficients of the step t → s: `lna` is ∫∇·f/d over the step, `v` stands for g² h; the move
     /// is x' = mx·x + ms·ŝ + noise·z, ℓ uses cl·s_i·(x' − mx·x), and the weight rate is integrated with
     /// weights `wl`, `wr` at the two ends (Euler–Maruyama: the left point; ancestral: the trapezoidal
     /// rule, its ends weighted by β so that they add up to v).
     ///
-    /// With the drift's γ ≠ 1 (weighted geometric targets, maths §4a′) the linear part of the move is
-    /// a^{−γ} x (ancestral) or (1 + ½γβh) x (Euler–Maruyama), and the weight rate gains
-    /// (1 − γ)(∇·f + f·S), whose constant part (1 − γ) d ln a is integrated exactly.
+    /// With the drift's γ ≠ 1 (maths §4a′) the linear part of the move is a^{−γ} x (ancestral) or
+    /// (1 + ½γβh) x (Euler–Maruyama), and the weight rate gains (1 − γ)(∇·f + f·ŝ), whose constant part
+    /// (1 − γ) d ln a is integrated exactly. The tracked ℓ_i still measure the increment from the γ = 1
+    /// linear part `ml` (their f·s_i term cancels exactly that part), so they stay right at any γ.
     fn coefficients(&self, c: &Consts, t: f64, s: f64, gamma: f64) -> StepCoefficients {
         let sch = &self.schedule;
         let gx = 1.0 - gamma;
@@ -498,19 +508,19 @@ impl<'a> Sampler<'a> {
                 let v = -(2.0 * lna).exp_m1();
                 let (bt, bs) = (sch.beta(t), sch.beta(s));
                 let mx = if gx == 0.0 { 1.0 / a } else { (-gamma * lna).exp() };
-                StepCoefficients { lna, v, mx, ms: c.kappa * v / a, noise: c.eta * v.sqrt() / a, cl: a, wl: v * bt / (bt + bs), wr: v * bs / (bt + bs), gx }
+                StepCoefficients { lna, v, mx, ml: 1.0 / a, ms: c.kappa * v / a, noise: c.eta * v.sqrt() / a, cl: a, wl: v * bt / (bt + bs), wr: v * bs / (bt + bs), gx }
             }
             Integrator::EulerMaruyama => {
                 let bh = sch.beta(t) * (t - s);
-                StepCoefficients { lna: -0.5 * bh, v: bh, mx: 1.0 + 0.5 * gamma * bh, ms: c.kappa * bh, noise: c.eta * bh.sqrt(), cl: 1.0, wl: bh, wr: 0.0, gx }
+                StepCoefficients { lna: -0.5 * bh, v: bh, mx: 1.0 + 0.5 * gamma * bh, ml: 1.0 + 0.5 * bh, ms: c.kappa * bh, noise: c.eta * bh.sqrt(), cl: 1.0, wl: bh, wr: 0.0, gx }
             }
         }
     }
 
-    /// This step's γ: 1 unless the target is weighted geometric; then the configured one, or γ* from the
-    /// particles before the step.
+    /// This step's γ: 1 unless the target is weighted geometric or a power mean with m > 1; then the
+    /// configured one, or γ* from the particles before the step.
     fn drift_gamma(&self, c: &Consts, st: &State, weights: &ParticleWeights) -> f64 {
-        if !c.geo {
+        if !c.tuned {
             return 1.0;
         }
         match self.config.drift_gamma {
@@ -523,11 +533,11 @@ impl<'a> Sampler<'a> {
         }
     }
 
-    /// This step's Metropolis moves (weighted geometric targets only), adapting the step scale `r` after
+    /// This step's Metropolis moves (weighted geometric targets and power means with m > 1), adapting the step scale `r` after
     /// each: their mean acceptance and the last step ε, or `None`s when there are none.
     fn moves(&self, c: &Consts, st: &mut State, step: usize, t: f64, r: &mut f64, rng: &mut Rng) -> Result<(Option<f64>, Option<f64>)> {
         let per = self.config.moves.per_step();
-        if !c.geo || per == 0 {
+        if !c.tuned || per == 0 {
             return Ok((None, None));
         }
         let (mut acc, mut last) = (0.0, 0.0);
@@ -538,13 +548,17 @@ impl<'a> Sampler<'a> {
             // Robbins–Monro on log r toward the target acceptance, capped at R_MAX.
             *r = (*r * (a - self.config.moves.target_accept()).exp()).min(MoveConfig::R_MAX);
         }
+        // Moved particles need their divergences (for ℓ tracking at η ≠ 1) at their new places.
+        self.divergences(c, st, step, t, rng)?;
         Ok((Some(acc / per as f64), Some(last)))
     }
 
-    /// One Metropolis-adjusted Langevin move of every particle at fixed t on the geometric target, whose
-    /// score is the drift score S (maths §4a″), with step ε = 2 r² d / mean|S|² for scale `r`. Accepted
-    /// particles take the proposal's scores, drift and weight rate, so the move costs one score per model.
-    /// Returns the acceptance rate and ε.
+    /// One Metropolis-adjusted Langevin move of every particle at fixed t on the target, whose score is
+    /// the drift score ŝ (maths §4a″), with step ε = 2 r² d / mean|ŝ|² for scale `r`. The log-density
+    /// change is the trapezoidal line integral of ŝ for geometric targets; for power means each ℓ_i is
+    /// carried along the segment by the line integral of s_i and Δ log ρ follows from the ℓ_i (maths
+    /// §4c). Accepted particles take the proposal's scores, ℓ, drift and weight rate, so the move costs
+    /// one score per model. Returns the acceptance rate and ε.
     fn mala_move(&self, c: &Consts, st: &mut State, step: usize, t: f64, r: f64, rng: &mut Rng) -> Result<(f64, f64)> {
         let (n, d, k) = (c.n, c.d, c.k);
         let mean_sq = lanes::norm2(&st.drift) / n as f64;
@@ -558,6 +572,7 @@ impl<'a> Sampler<'a> {
         p.drift.resize(n * d, 0.0);
         p.rate.resize(n, 0.0);
         p.accept.resize(n, false);
+        p.ell.resize(n * k, 0.0);
         p.x.par_iter_mut().zip(st.x.par_iter().zip(st.drift.par_iter()).zip(st.z.par_iter())).for_each(|(p, ((x, s), z))| *p = x + eps * s + amp * z);
         for (m, sc) in self.models.iter().zip(p.scores.iter_mut()) {
             batch_score(*m, &p.x, t, sc)?;
@@ -570,8 +585,9 @@ impl<'a> Sampler<'a> {
         p.us.clear();
         p.us.extend((0..n).map(|_| rng::uniform(rng)));
         let (comp, chunk) = (&self.composition, c.chunk);
-        let (x, drift, xp, sp, us) = (&st.x, &st.drift, &p.x, &p.scores, &p.us);
-        p.drift.par_chunks_mut(chunk * d).zip(p.rate.par_chunks_mut(chunk)).zip(p.accept.par_chunks_mut(chunk)).enumerate().for_each(|(ci, ((dc, rc), ac))| {
+        let (x, drift, xp, sp, us, scores, ell) = (&st.x, &st.drift, &p.x, &p.scores, &p.us, &st.scores, &st.ell);
+        // Power means carry ℓ along the move; other targets leave the proposal's ℓ unused.
+        p.drift.par_chunks_mut(chunk * d).zip(p.rate.par_chunks_mut(chunk)).zip(p.accept.par_chunks_mut(chunk)).zip(p.ell.par_chunks_mut(chunk * k)).enumerate().for_each(|(ci, (((dc, rc), ac), ec))| {
             let mut w = vec![0.0; k];
             let mut rows: Vec<&[f64]> = Vec::with_capacity(k);
             for r in 0..rc.len() {
@@ -580,8 +596,18 @@ impl<'a> Sampler<'a> {
                 rows.clear();
                 rows.extend(sp.iter().map(|s| &s[row.clone()]));
                 let dp = &mut dc[r * d..(r + 1) * d];
-                rc[r] = comp.drift_and_rate(&rows, &[], None, c.kappa, &mut w, dp);
-                let log_a = mala_log_accept(&x[row.clone()], &xp[row.clone()], &drift[row], dp, eps);
+                let log_a = if c.tracks {
+                    let (lo, lp) = (&ell[b * k..(b + 1) * k], &mut ec[r * k..(r + 1) * k]);
+                    for i in 0..k {
+                        lp[i] = lo[i] + trapezoid(&scores[i][row.clone()], &sp[i][row.clone()], &x[row.clone()], &xp[row.clone()]);
+                    }
+                    rc[r] = comp.drift_and_rate(&rows, lp, None, c.kappa, &mut w, dp);
+                    let dlog = comp.power_log_density(lp).unwrap_or(f64::NAN) - comp.power_log_density(lo).unwrap_or(f64::NAN);
+                    mala_log_accept_given(dlog, &x[row.clone()], &xp[row.clone()], &drift[row], dp, eps)
+                } else {
+                    rc[r] = comp.drift_and_rate(&rows, &[], None, c.kappa, &mut w, dp);
+                    mala_log_accept(&x[row.clone()], &xp[row.clone()], &drift[row], dp, eps)
+                };
                 ac[r] = log_a.is_finite() && rc[r].is_finite() && lanes::ln(us[b]) < log_a;
             }
         });
@@ -596,6 +622,9 @@ impl<'a> Sampler<'a> {
         take(&mut st.x, &p.x, d);
         take(&mut st.drift, &p.drift, d);
         take(&mut st.rate, &p.rate, 1);
+        if c.tracks {
+            take(&mut st.ell, &p.ell, k);
+        }
         for (s, q) in st.scores.iter_mut().zip(&p.scores) {
             take(s, q, d);
         }
@@ -673,8 +702,8 @@ struct Consts {
     div_f: f64,
     div_cost: usize,
     chunk: usize,
-    /// A weighted geometric target: the drift's γ and the Metropolis moves apply.
-    geo: bool,
+    /// A weighted geometric target or a power mean with m > 1: the drift's γ and the Metropolis moves apply.
+    tuned: bool,
     /// Σ c_i of a geometric target (1 otherwise).
     c_sum: f64,
 }
@@ -684,12 +713,14 @@ struct StepCoefficients {
     lna: f64,
     v: f64,
     mx: f64,
+    /// The linear factor at γ = 1, from which ℓ measures a particle's increment.
+    ml: f64,
     ms: f64,
     noise: f64,
     cl: f64,
     wl: f64,
     wr: f64,
-    /// 1 − γ of the drift (0 but for weighted geometric targets).
+    /// 1 − γ of the drift (0 but where [`Composition::moves_apply`]).
     gx: f64,
 }
 
@@ -703,7 +734,7 @@ fn advance(c: &Consts, st: &mut State, k: &StepCoefficients) {
             let b = ci * chunk + r;
             let xb = &mut xc[r * d..(r + 1) * d];
             let (db, zb) = (&drift_r[b * d..(b + 1) * d], &z_r[b * d..(b + 1) * d]);
-            // The (1 − γ) f·S term exists only for weighted geometric targets with γ ≠ 1.
+            // The (1 − γ) f·ŝ term exists only where the drift's γ applies and γ ≠ 1.
             let shift = if k.gx == 0.0 { 0.0 } else { k.gx * f_dot_s(xb, db) };
             *inc_b = (c.div_f + k.gx) * d as f64 * k.lna + k.wl * (rate_r[b] + shift);
             for j in 0..d {
@@ -711,7 +742,7 @@ fn advance(c: &Consts, st: &mut State, k: &StepCoefficients) {
             }
             if c.tracks {
                 for j in 0..d {
-                    dx[j] = xn[j] - k.mx * xb[j];
+                    dx[j] = xn[j] - k.ml * xb[j];
                 }
                 let eb = &mut ec[r * kk..(r + 1) * kk];
                 for (i, e) in eb.iter_mut().enumerate() {

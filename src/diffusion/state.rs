@@ -23,12 +23,13 @@ pub(super) struct State {
     pub(super) prop: Proposal,
 }
 
-/// A Metropolis move's proposal: positions, every model's scores, the drift and weight rate there, the
-/// uniforms and the verdicts.
+/// A Metropolis move's proposal: positions, every model's scores, the tracked ℓ (power means), the drift
+/// and weight rate there, the uniforms and the verdicts.
 #[derive(Default)]
 pub(super) struct Proposal {
     pub(super) x: Vec<f64>,
     pub(super) scores: Vec<Vec<f64>>,
+    pub(super) ell: Vec<f64>,
     pub(super) drift: Vec<f64>,
     pub(super) rate: Vec<f64>,
     pub(super) us: Vec<f64>,
