@@ -22,11 +22,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let power_only = args.first().is_some_and(|a| a == "power");
     let dims: Vec<usize> = args.iter().skip(power_only as usize).map(|a| a.parse().expect("a dimension")).collect();
     let dims = if dims.is_empty() { vec![2, 8, 64, 256] } else { dims };
-    if power_only {
-        power_mean(&dims, 2048)?;
-        return power_seeds(&dims, 2048);
-    }
     let n = 2048;
+    if power_only {
+        power_mean(&dims, n)?;
+        return power_seeds(&dims, n);
+    }
     for (target, exponents) in [("product a·b", [1.0, 1.0]), ("geometric a²·b", [2.0, 1.0])] {
         println!();
         println!("{target}, N = {n}:");

@@ -44,18 +44,13 @@ pub fn high_dim(d: usize) -> (GaussianMixture, GaussianMixture) {
 /// two, so that the Bhattacharyya coefficient shrinks only slowly with d (≈ e^{−0.0047 d}) while the
 /// power mean's weight rate, ∝ |s_A − s_B|², grows ∝ d.
 pub fn power_pair(d: usize) -> (GaussianMixture, GaussianMixture) {
-    power_pair_at(d, 1.5)
-}
-
-/// [`power_pair`] with means ∓`c` along the first coordinate.
-pub fn power_pair_at(d: usize, c: f64) -> (GaussianMixture, GaussianMixture) {
     let make = |centre: f64, shift: usize| {
         let mut m = vec![0.0; d];
         m[0] = centre;
         let s = (0..d).map(|i| 0.8 + 0.05 * ((i + shift) % 5) as f64).collect();
         GaussianMixture::new(m, s, vec![1.0], d, VpSchedule::default()).unwrap()
     };
-    (make(-c, 0), make(c, 2))
+    (make(-1.5, 0), make(1.5, 2))
 }
 
 /// The closed form of the power mean m = 2 of two single diagonal Gaussians A, B with weights a:
