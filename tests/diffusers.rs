@@ -517,7 +517,8 @@ fn write_tiny_recipe(recipe: &Path, out: &Path, arch: serde_json::Value, run: se
 /// `mix-train` on a `diffusers_unet2d` recipe: the directory it writes opens as a checkpoint
 /// (diffusers' root layout, DDPM scheduler), the candle network and the CPU kernels agree on it, an
 /// interrupted run resumed from its checkpoint writes the same weights as an uninterrupted one, so do
-/// runs on one and on three threads, and a file where the directory should go is refused untouched.
+/// runs on one and on three threads (with `hflip`, whose draws come from the same stream), and a file
+/// where the directory should go is refused untouched.
 #[test]
 fn mix_train_writes_diffusers_checkpoints_and_resumes_exactly() {
     if !common::require_fashion_mnist() {
@@ -530,7 +531,7 @@ fn mix_train_writes_diffusers_checkpoints_and_resumes_exactly() {
         &recipe,
         &full,
         serde_json::json!({"attention_head_dim": 4, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}),
-        serde_json::json!({"steps": 12, "lr": 1e-3, "warmup": 3, "seed": 3, "ema_decay": 0.9, "checkpoint_every": 5}),
+        serde_json::json!({"steps": 12, "lr": 1e-3, "warmup": 3, "seed": 3, "ema_decay": 0.9, "hflip": true, "checkpoint_every": 5}),
     );
     let train = |extra: &[&std::ffi::OsStr]| {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-train")).arg("--recipe").arg(&recipe).arg("--quiet").args(extra).output().unwrap();
@@ -564,6 +565,18 @@ fn mix_train_writes_diffusers_checkpoints_and_resumes_exactly() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert!(tensors(&full) == tensors(&other), "training on {threads} thread(s) differs");
     }
+    // The flips are drawn and applied: without `hflip` the same recipe trains another network.
+    let mut plain: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&recipe).unwrap()).unwrap();
+    plain.as_object_mut().unwrap().remove("hflip");
+    let plain_recipe = tmp.path().join("plain.json");
+    std::fs::write(&plain_recipe, plain.to_string()).unwrap();
+    let unflipped = tmp.path().join("unflipped");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-train"))
+        .args(["--recipe".as_ref(), plain_recipe.as_os_str(), "--quiet".as_ref(), "--out".as_ref(), unflipped.as_os_str(), "--checkpoint-every".as_ref(), "0".as_ref()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(tensors(&full) != tensors(&unflipped), "hflip changed nothing");
     // The directory is a checkpoint: it opens with its scheduler, and both evaluation paths agree.
     let m = wfrmix::nets::diffusers::DiffusersModel::open(&full, None).unwrap();
     use wfrmix::ScoreModel;

@@ -592,6 +592,10 @@ fn hostile_files_flags_and_aliases_end_in_one_line_errors_and_change_nothing() {
     let mut rc = recipe.clone();
     rc["ema_decay"] = json!(0.9);
     train_case(&mut t, "MLP recipe with ema_decay".into(), &serde_json::to_string(&rc).unwrap(), &[], Some("ema_decay"));
+    // Nor flip its data: they are not images.
+    let mut rc = recipe.clone();
+    rc["hflip"] = json!(true);
+    train_case(&mut t, "MLP recipe with hflip".into(), &serde_json::to_string(&rc).unwrap(), &[], Some("hflip"));
     // A truncated checkpoint to resume from.
     let full = dir.join("full.safetensors");
     let bytes = std::fs::read(shipped("mlp2d_up.safetensors")).unwrap();

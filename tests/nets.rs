@@ -179,6 +179,7 @@ fn tiny_recipe(out: &Path, steps: usize) -> Recipe {
         checkpoint: None,
         name: Some("tiny".into()),
         ema_decay: None,
+        hflip: false,
         data_dir: wfrmix::io::idx::FASHION_MNIST_DIR.into(),
     }
 }

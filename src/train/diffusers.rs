@@ -110,8 +110,8 @@ impl DiffusersTrainer {
             .metadata("recipe")
             .ok_or_else(|| merr("recipe", "missing: not a mix-train checkpoint".into()))
             .and_then(|s| serde_json::from_str(s).map_err(|e| merr("recipe", e.to_string())))?;
-        if saved.arch != t.recipe.arch || saved.data != t.recipe.data || saved.seed != t.recipe.seed || saved.batch != t.recipe.batch || saved.ema_decay != t.recipe.ema_decay {
-            return Err(merr("recipe", "the checkpoint was trained with another architecture, data, seed, batch or ema_decay than the recipe's".into()));
+        if saved.arch != t.recipe.arch || saved.data != t.recipe.data || saved.seed != t.recipe.seed || saved.batch != t.recipe.batch || saved.ema_decay != t.recipe.ema_decay || saved.hflip != t.recipe.hflip {
+            return Err(merr("recipe", "the checkpoint was trained with another architecture, data, seed, batch, ema_decay or hflip than the recipe's".into()));
         }
         let int = |key: &str| -> Result<u128> {
             let s = f.metadata(key).ok_or_else(|| merr(key, "missing: not a mix-train checkpoint".into()))?;
@@ -153,7 +153,15 @@ impl DiffusersTrainer {
     pub fn step(&mut self) -> Result<f64> {
         let b = self.recipe.batch;
         let d: usize = self.data.shape().iter().product();
-        let (x0, classes) = self.data.sample_labelled(b, &mut self.rng);
+        let (mut x0, classes) = self.data.sample_labelled(b, &mut self.rng);
+        if self.recipe.hflip {
+            let w = self.data.shape()[2];
+            for img in x0.chunks_mut(d) {
+                if rng::uniform(&mut self.rng) < 0.5 {
+                    img.chunks_mut(w).for_each(|row| row.reverse());
+                }
+            }
+        }
         let classes = classes.filter(|_| self.cfg.num_class_embeds.is_some());
         let mut eps = vec![0.0; b * d];
         rng::par_fill_normal(&mut self.rng, &mut eps);

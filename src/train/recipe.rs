@@ -126,6 +126,10 @@ pub struct ScoreRecipe<A: Arch> {
     /// does; diffusers recipes only; absent: no average). Step k uses min(decay, (1 + k)/(10 + k)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema_decay: Option<f64>,
+    /// Flip each training image left–right with probability ½, a fresh draw per image and step (the
+    /// augmentation DDPM trains CIFAR-10 with; diffusers recipes on image data only; default off).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hflip: bool,
     /// Where `fashion-mnist:` data is read: not part of the recipe file (the caller sets it; default
     /// [`crate::io::idx::FASHION_MNIST_DIR`]).
     #[serde(skip, default = "default_data_dir")]
@@ -166,7 +170,10 @@ impl<A: Arch> ScoreRecipe<A> {
                 return Err(Error::param("ema_decay", d, "must lie in [0, 1), for diffusers_unet2d recipes"));
             }
         }
-        self.data.parse::<DataSource>()?;
+        let source = self.data.parse::<DataSource>()?;
+        if self.hflip && (A::KIND != DIFFUSERS_KIND || !matches!(source, DataSource::FashionMnist(_))) {
+            return Err(Error::param("hflip", self.hflip, "flips images: only diffusers_unet2d recipes on fashion-mnist data take it"));
+        }
         Ok(())
     }
 
