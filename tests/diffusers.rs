@@ -555,14 +555,18 @@ fn mix_train_writes_diffusers_checkpoints_and_resumes_exactly() {
     };
     assert!(tensors(&full) == tensors(&resumed), "resumed training differs from the uninterrupted run");
     // The same run on one thread and on three: the same network (teams by index, sums in order).
-    for threads in ["1", "3"] {
-        let other = tmp.path().join(format!("threads{threads}"));
+    // A whole run of recipe file `r` into `out` on `threads` threads, without checkpoints.
+    let train_into = |r: &Path, out: &Path, threads: &str| {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-train"))
             .env("RAYON_NUM_THREADS", threads)
-            .args(["--recipe".as_ref(), recipe.as_os_str(), "--quiet".as_ref(), "--out".as_ref(), other.as_os_str(), "--checkpoint-every".as_ref(), "0".as_ref()])
+            .args(["--recipe".as_ref(), r.as_os_str(), "--quiet".as_ref(), "--out".as_ref(), out.as_os_str(), "--checkpoint-every".as_ref(), "0".as_ref()])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    for threads in ["1", "3"] {
+        let other = tmp.path().join(format!("threads{threads}"));
+        train_into(&recipe, &other, threads);
         assert!(tensors(&full) == tensors(&other), "training on {threads} thread(s) differs");
     }
     // The flips are drawn and applied: without `hflip` the same recipe trains another network.
@@ -571,11 +575,7 @@ fn mix_train_writes_diffusers_checkpoints_and_resumes_exactly() {
     let plain_recipe = tmp.path().join("plain.json");
     std::fs::write(&plain_recipe, plain.to_string()).unwrap();
     let unflipped = tmp.path().join("unflipped");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-train"))
-        .args(["--recipe".as_ref(), plain_recipe.as_os_str(), "--quiet".as_ref(), "--out".as_ref(), unflipped.as_os_str(), "--checkpoint-every".as_ref(), "0".as_ref()])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    train_into(&plain_recipe, &unflipped, "1");
     assert!(tensors(&full) != tensors(&unflipped), "hflip changed nothing");
     // The directory is a checkpoint: it opens with its scheduler, and both evaluation paths agree.
     let m = wfrmix::nets::diffusers::DiffusersModel::open(&full, None).unwrap();
