@@ -474,6 +474,26 @@ fn training_gradients_match_central_differences_tensor_by_tensor() {
             y.iter().zip(&target).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>() / y.len() as f64
         };
         assert!((loss_at(&cpu) / loss - 1.0).abs() < 1e-5, "{name}: the loss of loss_and_grads is the forward's");
+        // Per-image weights (min-SNR-γ training): the weighted loss is Σ w_i·(image i's squared error) / n
+        // (the same f32 outputs summed in another order: 1e-5 relative), and the gradients with one-hot
+        // weights add up to the unweighted ones (f32 sums of the same terms: ≈ 1e-6 of the largest).
+        let b = tf.len();
+        let mut y = vec![0.0f32; xf.len()];
+        cpu.forward(&xf, &tf, labels.as_deref(), &mut y).unwrap();
+        let per_image: Vec<f64> = y.chunks(xf.len() / b).zip(target.chunks(xf.len() / b)).map(|(a, e)| a.iter().zip(e).map(|(a, e)| ((a - e) as f64).powi(2)).sum::<f64>() / y.len() as f64).collect();
+        let w: Vec<f32> = (0..b).map(|i| 0.25 + 1.5 * i as f32).collect();
+        let (wl, _) = cpu.weighted_loss_and_grads(&xf, &tf, labels.as_deref(), &target, Some(&w)).unwrap();
+        let expect: f64 = per_image.iter().zip(&w).map(|(l, &w)| l * w as f64).sum();
+        assert!((wl / expect - 1.0).abs() < 1e-5, "{name}: weighted loss {wl} against {expect}");
+        let mut sum: Vec<Vec<f32>> = g.0.iter().map(|v| vec![0.0; v.len()]).collect();
+        for i in 0..b {
+            let onehot: Vec<f32> = (0..b).map(|j| (i == j) as u8 as f32).collect();
+            let (_, gi) = cpu.weighted_loss_and_grads(&xf, &tf, labels.as_deref(), &target, Some(&onehot)).unwrap();
+            sum.iter_mut().zip(&gi.0).for_each(|(s, v)| s.iter_mut().zip(v).for_each(|(s, v)| *s += v));
+        }
+        let big = g.0.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
+        let off = sum.iter().flatten().zip(g.0.iter().flatten()).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(off <= 1e-5 * big, "{name}: one-hot weighted gradients sum to the unweighted ones within {off} (largest {big})");
         let eps = 1e-3f32;
         let mut worst = 0.0f64;
         for (k, tensor) in values.iter().enumerate() {
@@ -517,7 +537,7 @@ fn write_tiny_recipe(recipe: &Path, out: &Path, arch: serde_json::Value, run: se
 /// `mix-train` on a `diffusers_unet2d` recipe: the directory it writes opens as a checkpoint
 /// (diffusers' root layout, DDPM scheduler), the candle network and the CPU kernels agree on it, an
 /// interrupted run resumed from its checkpoint writes the same weights as an uninterrupted one, so do
-/// runs on one and on three threads (with `hflip`, whose draws come from the same stream), and a file
+/// runs on one and on three threads (with `hflip`, whose draws come from the same stream, and `snr_gamma`), and a file
 /// where the directory should go is refused untouched.
 #[test]
 fn mix_train_writes_diffusers_checkpoints_and_resumes_exactly() {
@@ -531,7 +551,7 @@ fn mix_train_writes_diffusers_checkpoints_and_resumes_exactly() {
         &recipe,
         &full,
         serde_json::json!({"attention_head_dim": 4, "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}),
-        serde_json::json!({"steps": 12, "lr": 1e-3, "warmup": 3, "seed": 3, "ema_decay": 0.9, "hflip": true, "checkpoint_every": 5}),
+        serde_json::json!({"steps": 12, "lr": 1e-3, "warmup": 3, "seed": 3, "ema_decay": 0.9, "hflip": true, "snr_gamma": 5.0, "checkpoint_every": 5}),
     );
     let train = |extra: &[&std::ffi::OsStr]| {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_mix-train")).arg("--recipe").arg(&recipe).arg("--quiet").args(extra).output().unwrap();
@@ -569,14 +589,17 @@ fn mix_train_writes_diffusers_checkpoints_and_resumes_exactly() {
         train_into(&recipe, &other, threads);
         assert!(tensors(&full) == tensors(&other), "training on {threads} thread(s) differs");
     }
-    // The flips are drawn and applied: without `hflip` the same recipe trains another network.
-    let mut plain: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&recipe).unwrap()).unwrap();
-    plain.as_object_mut().unwrap().remove("hflip");
-    let plain_recipe = tmp.path().join("plain.json");
-    std::fs::write(&plain_recipe, plain.to_string()).unwrap();
-    let unflipped = tmp.path().join("unflipped");
-    train_into(&plain_recipe, &unflipped, "1");
-    assert!(tensors(&full) != tensors(&unflipped), "hflip changed nothing");
+    // The flips and the loss weights are applied: without `hflip`, or without `snr_gamma`, the same
+    // recipe trains another network.
+    for key in ["hflip", "snr_gamma"] {
+        let mut plain: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&recipe).unwrap()).unwrap();
+        plain.as_object_mut().unwrap().remove(key);
+        let plain_recipe = tmp.path().join(format!("no_{key}.json"));
+        std::fs::write(&plain_recipe, plain.to_string()).unwrap();
+        let other = tmp.path().join(format!("no_{key}"));
+        train_into(&plain_recipe, &other, "1");
+        assert!(tensors(&full) != tensors(&other), "{key} changed nothing");
+    }
     // The directory is a checkpoint: it opens with its scheduler, and both evaluation paths agree.
     let m = wfrmix::nets::diffusers::DiffusersModel::open(&full, None).unwrap();
     use wfrmix::ScoreModel;

@@ -581,7 +581,7 @@ fn hostile_files_flags_and_aliases_end_in_one_line_errors_and_change_nothing() {
         let args = vec!["--recipe".to_string(), p(&rfile)];
         t.run(Case { label: format!("diffusers recipe arch.{key} = {val}"), bin: TRAIN, args, inputs: vec![rfile.clone()], outputs: douts.clone(), must_fail: Some(needle.into()) });
     }
-    for (key, val, needle) in [("ema_decay", json!(1.5), "ema_decay"), ("steps", json!(0), "steps")] {
+    for (key, val, needle) in [("ema_decay", json!(1.5), "ema_decay"), ("steps", json!(0), "steps"), ("snr_gamma", json!(0.0), "snr_gamma"), ("snr_gamma", json!(-5.0), "snr_gamma")] {
         let mut rc = drecipe.clone();
         rc[key] = val.clone();
         std::fs::write(&rfile, serde_json::to_string(&rc).unwrap()).unwrap();
@@ -596,6 +596,10 @@ fn hostile_files_flags_and_aliases_end_in_one_line_errors_and_change_nothing() {
     let mut rc = recipe.clone();
     rc["hflip"] = json!(true);
     train_case(&mut t, "MLP recipe with hflip".into(), &serde_json::to_string(&rc).unwrap(), &[], Some("hflip"));
+    // Nor weight its loss by the SNR (an MLP recipe's loss is its own).
+    let mut rc = recipe.clone();
+    rc["snr_gamma"] = json!(5.0);
+    train_case(&mut t, "MLP recipe with snr_gamma".into(), &serde_json::to_string(&rc).unwrap(), &[], Some("snr_gamma"));
     // A truncated checkpoint to resume from.
     let full = dir.join("full.safetensors");
     let bytes = std::fs::read(shipped("mlp2d_up.safetensors")).unwrap();

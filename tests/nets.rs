@@ -180,6 +180,7 @@ fn tiny_recipe(out: &Path, steps: usize) -> Recipe {
         name: Some("tiny".into()),
         ema_decay: None,
         hflip: false,
+        snr_gamma: None,
         data_dir: wfrmix::io::idx::FASHION_MNIST_DIR.into(),
     }
 }

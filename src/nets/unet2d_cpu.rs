@@ -455,8 +455,19 @@ impl Unet2dCpu {
     /// four images run forward and backward on one thread, four teams per gradient accumulator, the
     /// accumulators summed in order: the same bits on any thread count.
     pub fn loss_and_grads(&self, xt: &[f32], t: &[f32], class_labels: Option<&[u32]>, target: &[f32]) -> Result<(f64, Grads)> {
+        self.weighted_loss_and_grads(xt, t, class_labels, target, None)
+    }
+
+    /// [`Self::loss_and_grads`] with image i's squared errors weighted by `weights[i]` (one finite
+    /// value per image; `None`: all 1).
+    pub fn weighted_loss_and_grads(&self, xt: &[f32], t: &[f32], class_labels: Option<&[u32]>, target: &[f32], weights: Option<&[f32]>) -> Result<(f64, Grads)> {
         let (di, dout) = self.sizes();
         self.check(xt, t, class_labels, target)?;
+        if let Some(w) = weights {
+            if w.len() != t.len() || w.iter().any(|v| !v.is_finite()) {
+                return Err(Error::param("weights", format!("{} values", w.len()), format!("one finite weight per image ({})", t.len())));
+            }
+        }
         let n = (t.len() * dout) as f64;
         let slot = 4 * VJP_TEAM;
         let parts: Vec<(f64, Grads)> = xt
@@ -476,10 +487,12 @@ impl Unet2dCpu {
                     let v: Vec<f32> = y
                         .iter()
                         .zip(yi)
-                        .map(|(p, e)| {
+                        .enumerate()
+                        .map(|(k, (p, e))| {
                             let d = p - e;
-                            sq += (d as f64) * (d as f64);
-                            (2.0 * d as f64 / n) as f32
+                            let w = weights.map_or(1.0, |w| w[start + k / dout] as f64);
+                            sq += w * (d as f64) * (d as f64);
+                            (2.0 * w * d as f64 / n) as f32
                         })
                         .collect();
                     self.backward_team(tape, &v, &t[r], class, &mut [], ws, Some(&mut g));

@@ -110,8 +110,8 @@ impl DiffusersTrainer {
             .metadata("recipe")
             .ok_or_else(|| merr("recipe", "missing: not a mix-train checkpoint".into()))
             .and_then(|s| serde_json::from_str(s).map_err(|e| merr("recipe", e.to_string())))?;
-        if saved.arch != t.recipe.arch || saved.data != t.recipe.data || saved.seed != t.recipe.seed || saved.batch != t.recipe.batch || saved.ema_decay != t.recipe.ema_decay || saved.hflip != t.recipe.hflip {
-            return Err(merr("recipe", "the checkpoint was trained with another architecture, data, seed, batch, ema_decay or hflip than the recipe's".into()));
+        if saved.arch != t.recipe.arch || saved.data != t.recipe.data || saved.seed != t.recipe.seed || saved.batch != t.recipe.batch || saved.ema_decay != t.recipe.ema_decay || saved.hflip != t.recipe.hflip || saved.snr_gamma != t.recipe.snr_gamma {
+            return Err(merr("recipe", "the checkpoint was trained with another architecture, data, seed, batch, ema_decay, hflip or snr_gamma than the recipe's".into()));
         }
         let int = |key: &str| -> Result<u128> {
             let s = f.metadata(key).ok_or_else(|| merr(key, "missing: not a mix-train checkpoint".into()))?;
@@ -149,7 +149,8 @@ impl DiffusersTrainer {
         &self.recipe
     }
 
-    /// One AdamW step on a fresh batch; returns the batch's DSM loss (mean squared ε error).
+    /// One AdamW step on a fresh batch; returns the batch's DSM loss (mean squared ε error, weighted by
+    /// min(SNR, γ)/SNR per item when the recipe sets `snr_gamma`).
     pub fn step(&mut self) -> Result<f64> {
         let b = self.recipe.batch;
         let d: usize = self.data.shape().iter().product();
@@ -168,6 +169,7 @@ impl DiffusersTrainer {
         let n = TRAIN_STEPS as f64;
         let mut xt = Vec::with_capacity(b * d);
         let mut labels = Vec::with_capacity(b);
+        let mut weights = Vec::with_capacity(b);
         for i in 0..b {
             let t = self.recipe.draw_t(i, &mut self.rng);
             let label = ((n * t).round() - 1.0).clamp(0.0, n - 1.0);
@@ -175,9 +177,14 @@ impl DiffusersTrainer {
             let (a, s) = (self.schedule.alpha(tl), self.schedule.sigma2(tl).sqrt());
             xt.extend((0..d).map(|j| (a * x0[i * d + j] + s * eps[i * d + j]) as f32));
             labels.push(label as f32);
+            if let Some(g) = self.recipe.snr_gamma {
+                let snr = a * a / (s * s);
+                weights.push((snr.min(g) / snr) as f32);
+            }
         }
         let target: Vec<f32> = eps.iter().map(|&v| v as f32).collect();
-        let (loss, grads) = self.net.loss_and_grads(&xt, &labels, classes.as_deref(), &target)?;
+        let w = self.recipe.snr_gamma.map(|_| weights.as_slice());
+        let (loss, grads) = self.net.weighted_loss_and_grads(&xt, &labels, classes.as_deref(), &target, w)?;
         self.moments.update(&ADAM, &mut self.params, &grads.0, self.step, self.recipe.lr_at(self.step), self.recipe.weight_decay);
         self.net.set_parameters(&self.params);
         if let (Some(e), Some(decay)) = (self.ema.as_mut(), self.recipe.ema_decay) {

@@ -130,6 +130,11 @@ pub struct ScoreRecipe<A: Arch> {
     /// augmentation DDPM trains CIFAR-10 with; diffusers recipes on image data only; default off).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hflip: bool,
+    /// Min-SNR-γ loss weighting (Hang et al. 2023, diffusers' `--snr_gamma`): each item's squared ε
+    /// error is weighted by min(SNR, γ)/SNR, SNR = α²/σ² at its timestep, which lowers the weight of
+    /// the low-noise steps (diffusers recipes only; absent: every item weighs 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snr_gamma: Option<f64>,
     /// Where `fashion-mnist:` data is read: not part of the recipe file (the caller sets it; default
     /// [`crate::io::idx::FASHION_MNIST_DIR`]).
     #[serde(skip, default = "default_data_dir")]
@@ -168,6 +173,11 @@ impl<A: Arch> ScoreRecipe<A> {
         if let Some(d) = self.ema_decay {
             if !(0.0..1.0).contains(&d) || A::KIND != DIFFUSERS_KIND {
                 return Err(Error::param("ema_decay", d, "must lie in [0, 1), for diffusers_unet2d recipes"));
+            }
+        }
+        if let Some(g) = self.snr_gamma {
+            if !(g.is_finite() && g > 0.0) || A::KIND != DIFFUSERS_KIND {
+                return Err(Error::param("snr_gamma", g, "must be finite and > 0, for diffusers_unet2d recipes"));
             }
         }
         let source = self.data.parse::<DataSource>()?;
