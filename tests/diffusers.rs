@@ -465,7 +465,7 @@ fn training_gradients_match_central_differences_tensor_by_tensor() {
             a.iter().map(|&v| v as f32).collect::<Vec<f32>>()
         };
         let target = noise(xf.len());
-        let (loss, g) = cpu.loss_and_grads(&xf, &tf, labels.as_deref(), &target).unwrap();
+        let (loss, g) = cpu.loss_and_grads(&xf, &tf, labels.as_deref(), &target, None).unwrap();
         let values: Vec<Vec<f32>> = cpu.parameters().iter().map(|(_, _, v)| v.to_vec()).collect();
         let names: Vec<String> = cpu.parameters().iter().map(|(n, _, _)| n.clone()).collect();
         let loss_at = |cpu: &Unet2dCpu| {
@@ -482,13 +482,13 @@ fn training_gradients_match_central_differences_tensor_by_tensor() {
         cpu.forward(&xf, &tf, labels.as_deref(), &mut y).unwrap();
         let per_image: Vec<f64> = y.chunks(xf.len() / b).zip(target.chunks(xf.len() / b)).map(|(a, e)| a.iter().zip(e).map(|(a, e)| ((a - e) as f64).powi(2)).sum::<f64>() / y.len() as f64).collect();
         let w: Vec<f32> = (0..b).map(|i| 0.25 + 1.5 * i as f32).collect();
-        let (wl, _) = cpu.weighted_loss_and_grads(&xf, &tf, labels.as_deref(), &target, Some(&w)).unwrap();
+        let (wl, _) = cpu.loss_and_grads(&xf, &tf, labels.as_deref(), &target, Some(&w)).unwrap();
         let expect: f64 = per_image.iter().zip(&w).map(|(l, &w)| l * w as f64).sum();
         assert!((wl / expect - 1.0).abs() < 1e-5, "{name}: weighted loss {wl} against {expect}");
         let mut sum: Vec<Vec<f32>> = g.0.iter().map(|v| vec![0.0; v.len()]).collect();
         for i in 0..b {
             let onehot: Vec<f32> = (0..b).map(|j| (i == j) as u8 as f32).collect();
-            let (_, gi) = cpu.weighted_loss_and_grads(&xf, &tf, labels.as_deref(), &target, Some(&onehot)).unwrap();
+            let (_, gi) = cpu.loss_and_grads(&xf, &tf, labels.as_deref(), &target, Some(&onehot)).unwrap();
             sum.iter_mut().zip(&gi.0).for_each(|(s, v)| s.iter_mut().zip(v).for_each(|(s, v)| *s += v));
         }
         let big = g.0.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));

@@ -453,14 +453,9 @@ impl Unet2dCpu {
     /// Denoising score matching on a batch: the mean over images and pixels of (net(x_t, t) − ε)², and
     /// its gradient with respect to every parameter (the order of [`Self::parameters`]). Teams of
     /// four images run forward and backward on one thread, four teams per gradient accumulator, the
-    /// accumulators summed in order: the same bits on any thread count.
-    pub fn loss_and_grads(&self, xt: &[f32], t: &[f32], class_labels: Option<&[u32]>, target: &[f32]) -> Result<(f64, Grads)> {
-        self.weighted_loss_and_grads(xt, t, class_labels, target, None)
-    }
-
-    /// [`Self::loss_and_grads`] with image i's squared errors weighted by `weights[i]` (one finite
-    /// value per image; `None`: all 1).
-    pub fn weighted_loss_and_grads(&self, xt: &[f32], t: &[f32], class_labels: Option<&[u32]>, target: &[f32], weights: Option<&[f32]>) -> Result<(f64, Grads)> {
+    /// accumulators summed in order: the same bits on any thread count. With `weights` (one finite value
+    /// per image), image i's squared errors count `weights[i]` times.
+    pub fn loss_and_grads(&self, xt: &[f32], t: &[f32], class_labels: Option<&[u32]>, target: &[f32], weights: Option<&[f32]>) -> Result<(f64, Grads)> {
         let (di, dout) = self.sizes();
         self.check(xt, t, class_labels, target)?;
         if let Some(w) = weights {

@@ -184,7 +184,7 @@ impl DiffusersTrainer {
         }
         let target: Vec<f32> = eps.iter().map(|&v| v as f32).collect();
         let w = self.recipe.snr_gamma.map(|_| weights.as_slice());
-        let (loss, grads) = self.net.weighted_loss_and_grads(&xt, &labels, classes.as_deref(), &target, w)?;
+        let (loss, grads) = self.net.loss_and_grads(&xt, &labels, classes.as_deref(), &target, w)?;
         self.moments.update(&ADAM, &mut self.params, &grads.0, self.step, self.recipe.lr_at(self.step), self.recipe.weight_decay);
         self.net.set_parameters(&self.params);
         if let (Some(e), Some(decay)) = (self.ema.as_mut(), self.recipe.ema_decay) {
