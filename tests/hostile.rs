@@ -600,6 +600,22 @@ fn hostile_files_flags_and_aliases_end_in_one_line_errors_and_change_nothing() {
     let mut rc = recipe.clone();
     rc["snr_gamma"] = json!(5.0);
     train_case(&mut t, "MLP recipe with snr_gamma".into(), &serde_json::to_string(&rc).unwrap(), &[], Some("snr_gamma"));
+    // Classifier recipes: an architecture the judge cannot run is refused by name before any data is read.
+    let mut crecipe: Value = serde_json::from_str(&std::fs::read_to_string(root().join("models/fmnist_classifier_conv.json")).unwrap()).unwrap();
+    let cout = dir.join("judge.safetensors");
+    crecipe["out"] = json!(p(&cout));
+    for (arch, needle) in [
+        (json!({"conv": [8, 8, 8], "hidden": [16]}), "arch.conv"),
+        (json!({"conv": [0], "hidden": [16]}), "arch.conv"),
+        (json!({"conv": [8], "hidden": []}), "arch.hidden"),
+        (json!({"conv": [8], "hidden": [16], "pool": "avg"}), "pool"),
+    ] {
+        let mut rc = crecipe.clone();
+        rc["arch"] = arch.clone();
+        std::fs::write(&rfile, serde_json::to_string(&rc).unwrap()).unwrap();
+        let args = vec!["--recipe".to_string(), p(&rfile)];
+        t.run(Case { label: format!("classifier recipe arch = {arch}"), bin: TRAIN, args, inputs: vec![rfile.clone()], outputs: vec![cout.clone()], must_fail: Some(needle.into()) });
+    }
     // A truncated checkpoint to resume from.
     let full = dir.join("full.safetensors");
     let bytes = std::fs::read(shipped("mlp2d_up.safetensors")).unwrap();

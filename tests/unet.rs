@@ -219,17 +219,25 @@ fn shipped(name: &str) -> PathBuf {
 
 #[test]
 fn shipped_classifier_accuracy_on_the_test_set() {
-    let path = shipped("fmnist_classifier.safetensors");
-    if !common::require(path.exists(), "the shipped classifier") || !common::require_fashion_mnist() {
-        return;
+    // The MLP judge and the convolutional one (each at least its measured accuracy less 0.5%, i.e. 50 of
+    // the 10 000 test images: the test set is fixed, so this guards the loading and the forward pass,
+    // whose result must also match the accuracy recorded at training time).
+    for (name, floor) in [("fmnist_classifier.safetensors", 0.90), ("fmnist_classifier_conv.safetensors", CONV_JUDGE_FLOOR)] {
+        let path = shipped(name);
+        if !common::require(path.exists(), "the shipped classifier") || !common::require_fashion_mnist() {
+            return;
+        }
+        let clf = wfrmix::nets::classifier::Classifier::load(&path).unwrap();
+        let test = wfrmix::io::idx::load_fashion_mnist(std::path::Path::new(wfrmix::io::idx::FASHION_MNIST_DIR), wfrmix::io::idx::Split::Test, None).unwrap();
+        let acc = clf.accuracy(&test).unwrap();
+        eprintln!("{name}: test accuracy {acc:.4} on {} images", test.len());
+        assert!(acc >= floor, "{name}: {acc}");
+        assert_eq!(clf.test_accuracy.map(|a| (a * 1e4).round()), Some((acc * 1e4).round()), "{name}");
     }
-    let clf = wfrmix::nets::classifier::Classifier::load(&path).unwrap();
-    let test = wfrmix::io::idx::load_fashion_mnist(std::path::Path::new(wfrmix::io::idx::FASHION_MNIST_DIR), wfrmix::io::idx::Split::Test, None).unwrap();
-    let acc = clf.accuracy(&test).unwrap();
-    eprintln!("classifier test accuracy {acc:.4} on {} images", test.len());
-    assert!(acc >= 0.90, "{acc}");
-    assert_eq!(clf.test_accuracy.map(|a| (a * 1e4).round()), Some((acc * 1e4).round()));
 }
+
+/// The convolutional judge's measured test accuracy less 0.005.
+const CONV_JUDGE_FLOOR: f64 = 0.9156; // measured 0.9206
 
 #[test]
 fn unet_recipe_trains_and_writes_a_self_describing_file() {

@@ -1,11 +1,13 @@
 //! A small Fashion-MNIST classifier (file kind `fmnist_classifier`) used to judge generated images:
-//! an MLP on the 784 pixels (in [−1, 1]) with SiLU hidden layers and 10 logits, trained with
-//! cross-entropy on all ten classes ([`crate::train::classifier`], run by `mix-train` for recipes of this
-//! kind).
+//! optional 3×3 convolution stages (each: convolution, SiLU, 2×2 max-pool) on the 1×28×28 image (pixels
+//! in [−1, 1]), then an MLP with SiLU hidden layers and 10 logits, trained with cross-entropy on all ten
+//! classes ([`crate::train::classifier`], run by `mix-train` for recipes of this kind). Without
+//! convolution stages it is an MLP on the 784 pixels.
 //!
-//! File: tensors `net.{i}.weight` `[out, in]`, `net.{i}.bias` `[out]`; metadata `kind`, `arch`
-//! (`{"hidden":[256,128]}`), `data_shape` (`[1,28,28]`), `classes` (JSON list of names), optional
-//! `recipe`, `test_accuracy`.
+//! File: tensors `conv.{i}.weight` `[c_i, c_{i-1}, 3, 3]` and `conv.{i}.bias` `[c_i]` per stage, then
+//! `net.{i}.weight` `[out, in]`, `net.{i}.bias` `[out]`; metadata `kind`, `arch` (`{"hidden":[256,128]}`
+//! or `{"conv":[32,64],"hidden":[128]}`), `data_shape` (`[1,28,28]`), `classes` (JSON list of names),
+//! optional `recipe`, `test_accuracy`.
 
 use std::path::Path;
 
@@ -20,15 +22,53 @@ use crate::io::tensors::TensorFile;
 /// The `kind` of classifier files.
 pub const KIND: &str = "fmnist_classifier";
 
-/// Hidden-layer widths.
+/// The architecture: convolution stages, then hidden layers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierConfig {
+    /// Output channels of each 3×3 convolution stage (convolution with padding 1, SiLU, 2×2 max-pool), at
+    /// most [`MAX_CONV_STAGES`]; empty (the default): an MLP on the pixels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conv: Vec<usize>,
+    /// Widths of the hidden layers (SiLU); the last is the feature space of [`Classifier::features`].
     pub hidden: Vec<usize>,
+}
+
+/// At most two 2×2 pools, so that 28×28 halves exactly (to 14×14, then 7×7).
+pub const MAX_CONV_STAGES: usize = 2;
+
+impl ClassifierConfig {
+    /// Check the architecture: at most [`MAX_CONV_STAGES`] stages, every width in 1..=`MAX_WIDTH`, at least
+    /// one hidden layer (its activations are the judge's features).
+    pub fn check(&self) -> Result<()> {
+        if self.conv.len() > MAX_CONV_STAGES {
+            return Err(Error::param("arch.conv", format!("{:?}", self.conv), format!("at most {MAX_CONV_STAGES} convolution stages (28×28 halves twice)")));
+        }
+        if self.hidden.is_empty() {
+            return Err(Error::param("arch.hidden", "[]", "need at least one hidden layer (its activations are the Fréchet features)"));
+        }
+        for (key, v) in [("arch.conv", &self.conv), ("arch.hidden", &self.hidden)] {
+            if let Some(w) = v.iter().find(|&&w| w == 0 || w > crate::limits::MAX_WIDTH) {
+                return Err(Error::param(key, w, format!("every width must be in 1..={}", crate::limits::MAX_WIDTH)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Width of the MLP's input: the pixels, or the last stage's channels × its pooled side².
+    fn flat_dim(&self) -> usize {
+        match self.conv.last() {
+            None => D_IN,
+            Some(&c) => c * (SIDE >> self.conv.len()).pow(2),
+        }
+    }
 }
 
 pub(crate) const D_IN: usize = 784;
 pub(crate) const N_CLASSES: usize = 10;
+const SIDE: usize = 28;
+/// Images per forward pass when judging (bounds the convolution stages' memory).
+const CHUNK: usize = 512;
 
 /// A loaded classifier.
 pub struct Classifier {
@@ -39,27 +79,80 @@ pub struct Classifier {
     pub test_accuracy: Option<f64>,
 }
 
-pub(crate) fn shapes(cfg: &ClassifierConfig) -> Vec<(usize, usize)> {
+/// Every tensor's name and shape, in file (and parameter) order.
+pub(crate) fn shapes(cfg: &ClassifierConfig) -> Vec<(String, Vec<usize>)> {
     let mut v = Vec::new();
-    let mut prev = D_IN;
-    for &h in &cfg.hidden {
-        v.push((h, prev));
+    let mut prev = 1;
+    for (i, &c) in cfg.conv.iter().enumerate() {
+        v.push((format!("conv.{i}.weight"), vec![c, prev, 3, 3]));
+        v.push((format!("conv.{i}.bias"), vec![c]));
+        prev = c;
+    }
+    let mut prev = cfg.flat_dim();
+    for (i, &h) in cfg.hidden.iter().chain([&N_CLASSES]).enumerate() {
+        v.push((format!("net.{i}.weight"), vec![h, prev]));
+        v.push((format!("net.{i}.bias"), vec![h]));
         prev = h;
     }
-    v.push((N_CLASSES, prev));
     v
 }
 
-pub(crate) fn logits(params: &[Tensor], x: &Tensor) -> candle_core::Result<Tensor> {
-    let layers = params.len() / 2;
+/// The last hidden layer's activations for images `x` (n × 784).
+fn trunk(cfg: &ClassifierConfig, params: &[Tensor], x: &Tensor) -> candle_core::Result<Tensor> {
+    let n = x.dim(0)?;
+    let stages = cfg.conv.len();
     let mut h = x.clone();
-    for l in 0..layers {
-        h = h.matmul(&params[2 * l].t()?)?.broadcast_add(&params[2 * l + 1])?;
-        if l + 1 < layers {
-            h = h.silu()?;
+    if stages > 0 {
+        h = h.reshape((n, 1, SIDE, SIDE))?;
+        for s in 0..stages {
+            let b = params[2 * s + 1].reshape((1, cfg.conv[s], 1, 1))?;
+            h = max_pool2(&conv3x3(&h, &params[2 * s])?.broadcast_add(&b)?.silu()?)?;
         }
+        h = h.reshape((n, cfg.flat_dim()))?;
+    }
+    for l in 0..cfg.hidden.len() {
+        let (w, b) = (&params[2 * (stages + l)], &params[2 * (stages + l) + 1]);
+        h = h.matmul(&w.t()?)?.broadcast_add(b)?.silu()?;
     }
     Ok(h)
+}
+
+/// A 3×3 convolution with zero padding 1 as one product of the weight `[cout, cin, 3, 3]` with the
+/// images' im2col columns, gathered from nine shifted views. candle's own `conv2d` gives the same values;
+/// this form is here for its backward pass, whose matrix products are ≈ 10x faster than candle's
+/// `conv2d` gradients (which go through `conv_transpose2d` and a convolution with a 28×28 kernel).
+pub(crate) fn conv3x3(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, cin, h, wd) = x.dims4()?;
+    let cout = w.dim(0)?;
+    let p = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+    let mut views = Vec::with_capacity(9);
+    for dy in 0..3 {
+        for dx in 0..3 {
+            views.push(p.narrow(2, dy, h)?.narrow(3, dx, wd)?);
+        }
+    }
+    // [n, cin, 9, h, w] → columns [n, cin·9, h·w], row ci·9 + 3·ky + kx as in the weight's layout.
+    let cols = Tensor::stack(&views, 2)?.reshape((n, cin * 9, h * wd))?;
+    w.reshape((cout, cin * 9))?.broadcast_matmul(&cols)?.reshape((n, cout, h, wd))
+}
+
+/// 2×2 max-pooling as maxima over reshaped axes. candle 0.11.1's own `max_pool2d` has a wrong backward
+/// pass (it scales the gradient by the fraction of maxima in each window, ¼, instead of dividing by it);
+/// `max` over an axis records the right one (checked by the finite-difference test).
+fn max_pool2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
+}
+
+/// The 10 logits for images `x` (n × 784).
+pub(crate) fn logits(cfg: &ClassifierConfig, params: &[Tensor], x: &Tensor) -> candle_core::Result<Tensor> {
+    head(params, &trunk(cfg, params, x)?)
+}
+
+/// The output layer (the last two tensors) on the last hidden activations `h`.
+fn head(params: &[Tensor], h: &Tensor) -> candle_core::Result<Tensor> {
+    let k = params.len();
+    h.matmul(&params[k - 2].t()?)?.broadcast_add(&params[k - 1])
 }
 
 impl Classifier {
@@ -73,17 +166,16 @@ impl Classifier {
         }
         let arch = f.metadata("arch").ok_or_else(|| merr("arch", "missing (e.g. {\"hidden\":[256,128]})".into()))?;
         let cfg: ClassifierConfig = serde_json::from_str(arch).map_err(|e| merr("arch", format!("`{arch}`: {e}")))?;
+        cfg.check().map_err(|e| merr("arch", format!("`{arch}`: {e}")))?;
         let device = Device::Cpu;
         let mut params = Vec::new();
-        for (i, (o, inp)) in shapes(&cfg).into_iter().enumerate() {
-            for (name, want) in [(format!("net.{i}.weight"), vec![o, inp]), (format!("net.{i}.bias"), vec![o])] {
-                let (s, v) = f.tensor_f64(&name)?;
-                if s != want {
-                    return Err(Error::TensorShape { path: path.into(), tensor: name, found: s, expected: format!("{want:?} from arch = {arch}") });
-                }
-                let v: Vec<f32> = v.iter().map(|&a| a as f32).collect();
-                params.push(Tensor::from_vec(v, want, &device).map_err(backend("loading the classifier"))?);
+        for (name, want) in shapes(&cfg) {
+            let (s, v) = f.tensor_f64(&name)?;
+            if s != want {
+                return Err(Error::TensorShape { path: path.into(), tensor: name, found: s, expected: format!("{want:?} from arch = {arch}") });
             }
+            let v: Vec<f32> = v.iter().map(|&a| a as f32).collect();
+            params.push(Tensor::from_vec(v, want, &device).map_err(backend("loading the classifier"))?);
         }
         let test_accuracy = f.metadata("test_accuracy").and_then(|s| s.parse().ok());
         Ok(Classifier { cfg, params, device, test_accuracy })
@@ -96,45 +188,47 @@ impl Classifier {
 
     /// Predicted labels for images (n × 784 values in [−1, 1]).
     pub fn predict(&self, x: &[f64]) -> Result<Vec<u8>> {
-        if x.len() % D_IN != 0 {
-            return Err(Error::param("images", x.len(), "expected n × 784 pixel values (1×28×28 images)"));
-        }
-        let n = x.len() / D_IN;
-        if n == 0 {
-            return Ok(vec![]);
-        }
-        (|| -> candle_core::Result<Vec<u8>> {
-            let xt = Tensor::from_vec(x.iter().map(|&a| a as f32).collect::<Vec<f32>>(), (n, D_IN), &self.device)?;
-            let am = logits(&self.params, &xt)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-            Ok(am.into_iter().map(|a| a as u8).collect())
-        })()
-        .map_err(backend("classifying images"))
+        let mut out = Vec::new();
+        self.each_chunk(x, "classifying images", |h| {
+            out.extend(head(&self.params, &h)?.argmax(D::Minus1)?.to_vec1::<u32>()?.into_iter().map(|a| a as u8));
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// The last hidden layer's activations (after SiLU) for images (n × 784 values in [−1, 1]): n ×
     /// `hidden.last()` values, the feature space of [`crate::report::classes::frechet_to_real`].
     pub fn features(&self, x: &[f64]) -> Result<Vec<f64>> {
+        if x.is_empty() {
+            return Err(Error::param("images", 0, "need at least one image"));
+        }
+        let mut out = Vec::new();
+        self.each_chunk(x, "computing classifier features", |h| {
+            out.extend(h.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| v as f64));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Run the trunk on chunks of at most [`CHUNK`] images, in order, handing each chunk's last hidden
+    /// activations to `f`.
+    fn each_chunk(&self, x: &[f64], what: &'static str, mut f: impl FnMut(Tensor) -> candle_core::Result<()>) -> Result<()> {
         if x.len() % D_IN != 0 {
             return Err(Error::param("images", x.len(), "expected n × 784 pixel values (1×28×28 images)"));
         }
-        let n = x.len() / D_IN;
-        if n == 0 || self.params.len() < 4 {
-            return Err(Error::param("images", n, "need at least one image and a classifier with a hidden layer"));
-        }
-        (|| -> candle_core::Result<Vec<f64>> {
-            let mut h = Tensor::from_vec(x.iter().map(|&a| a as f32).collect::<Vec<f32>>(), (n, D_IN), &self.device)?;
-            let hidden = self.params.len() / 2 - 1;
-            for l in 0..hidden {
-                h = h.matmul(&self.params[2 * l].t()?)?.broadcast_add(&self.params[2 * l + 1])?.silu()?;
+        (|| -> candle_core::Result<()> {
+            for c in x.chunks(CHUNK * D_IN) {
+                let xt = Tensor::from_vec(c.iter().map(|&a| a as f32).collect::<Vec<f32>>(), (c.len() / D_IN, D_IN), &self.device)?;
+                f(trunk(&self.cfg, &self.params, &xt)?)?;
             }
-            Ok(h.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| v as f64).collect())
+            Ok(())
         })()
-        .map_err(backend("computing classifier features"))
+        .map_err(backend(what))
     }
 
     /// Width of [`Self::features`].
     pub fn feature_dim(&self) -> usize {
-        self.cfg.hidden.last().copied().unwrap_or(D_IN)
+        self.cfg.hidden.last().copied().expect("checked: at least one hidden layer")
     }
 
     /// Fraction of correctly classified images of a labelled set.

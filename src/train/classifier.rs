@@ -41,14 +41,12 @@ pub fn train_classifier(recipe: &ClassifierRecipe, dir: &Path, mut progress: imp
     if recipe.kind != KIND {
         return Err(Error::param("kind", &recipe.kind, format!("expected `{KIND}`")));
     }
-    if recipe.batch == 0 || recipe.epochs == 0 || recipe.arch.hidden.contains(&0) {
-        return Err(Error::param("recipe", "batch/epochs/hidden", "must be ≥ 1"));
+    if recipe.batch == 0 || recipe.epochs == 0 {
+        return Err(Error::param("recipe", "batch/epochs", "must be ≥ 1"));
     }
     crate::limits::at_most("batch", recipe.batch, super::recipe::MAX_BATCH)?;
     crate::limits::at_most("epochs", recipe.epochs, 10_000)?;
-    if let Some(h) = recipe.arch.hidden.iter().find(|&&h| h > crate::limits::MAX_WIDTH) {
-        return Err(Error::param("hidden", h, format!("the limit is {}", crate::limits::MAX_WIDTH)));
-    }
+    recipe.arch.check()?;
     let train = load_fashion_mnist(dir, Split::Train, None)?;
     let test = load_fashion_mnist(dir, Split::Test, None)?;
     let device = Device::Cpu;
@@ -79,12 +77,7 @@ pub fn train_classifier(recipe: &ClassifierRecipe, dir: &Path, mut progress: imp
                 let xt = Tensor::from_vec(x, (b, D_IN), &device)?;
                 let yt = Tensor::from_vec(onehot, (b, N_CLASSES), &device)?;
                 let ps: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-                let z = logits(&ps, &xt)?;
-                // log-softmax from plain ops (max shift, exp, sum, log).
-                let z = z.broadcast_sub(&z.max_keepdim(D::Minus1)?.detach())?;
-                let lse = z.exp()?.sum_keepdim(D::Minus1)?.log()?;
-                let logp = z.broadcast_sub(&lse)?;
-                let loss = ((logp * yt)?.sum_all()? * (-1.0 / b as f64))?;
+                let loss = cross_entropy(&recipe.arch, &ps, &xt, &yt)?;
                 opt.backward_step(&loss)?;
                 loss.to_dtype(DType::F64)?.to_scalar::<f64>()
             })()
@@ -103,16 +96,29 @@ pub fn train_classifier(recipe: &ClassifierRecipe, dir: &Path, mut progress: imp
     Ok(acc)
 }
 
-/// Initial weights and biases U(±1/√fan_in), drawn from our seeded stream in layer order.
+/// Mean cross-entropy of the logits of images `x` `[b, 784]` against one-hot labels `[b, 10]`, with the
+/// log-softmax from plain ops (max shift, exp, sum, log), whose backward candle records correctly.
+pub(crate) fn cross_entropy(cfg: &ClassifierConfig, params: &[Tensor], x: &Tensor, onehot: &Tensor) -> candle_core::Result<Tensor> {
+    let z = logits(cfg, params, x)?;
+    let z = z.broadcast_sub(&z.max_keepdim(D::Minus1)?.detach())?;
+    let lse = z.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let logp = z.broadcast_sub(&lse)?;
+    (logp * onehot)?.sum_all()? * (-1.0 / x.dim(0)? as f64)
+}
+
+/// Initial weights and biases U(±1/√fan_in) (fan_in: a weight's size over its first axis), drawn from
+/// our seeded stream in file order.
 fn init_vars(arch: &ClassifierConfig, rng: &mut Rng, device: &Device) -> Result<Vec<Var>> {
     let mut vars = Vec::new();
-    for (o, inp) in shapes(arch) {
-        let b = 1.0 / (inp as f64).sqrt();
-        for len in [o * inp, o] {
-            let v: Vec<f32> = (0..len).map(|_| ((2.0 * rng::uniform(rng) - 1.0) * b) as f32).collect();
-            let shape = if len == o { vec![o] } else { vec![o, inp] };
-            vars.push(Var::from_tensor(&Tensor::from_vec(v, shape, device).map_err(backend("classifier init"))?).map_err(backend("classifier init"))?);
+    let mut fan_in = 1;
+    for (name, shape) in shapes(arch) {
+        if name.ends_with(".weight") {
+            fan_in = shape[1..].iter().product::<usize>();
         }
+        let b = 1.0 / (fan_in as f64).sqrt();
+        let v: Vec<f32> = (0..shape.iter().product::<usize>()).map(|_| ((2.0 * rng::uniform(rng) - 1.0) * b) as f32).collect();
+        let t = Tensor::from_vec(v, shape, device).map_err(backend("classifier init"))?;
+        vars.push(Var::from_tensor(&t).map_err(backend("classifier init"))?);
     }
     Ok(vars)
 }
@@ -130,8 +136,6 @@ fn save_classifier(recipe: &ClassifierRecipe, clf: &Classifier, acc: f64) -> Res
     meta.insert("trained_on".to_string(), "fashion-mnist:0,1,2,3,4,5,6,7,8,9".to_string());
     let vals: Vec<(String, Vec<usize>, Vec<f32>)> = shapes(&recipe.arch)
         .into_iter()
-        .enumerate()
-        .flat_map(|(i, (o, inp))| [(format!("net.{i}.weight"), vec![o, inp]), (format!("net.{i}.bias"), vec![o])])
         .zip(&clf.params)
         .map(|((n, s), t)| Ok((n, s, t.flatten_all()?.to_vec1::<f32>()?)))
         .collect::<candle_core::Result<_>>()
@@ -139,4 +143,82 @@ fn save_classifier(recipe: &ClassifierRecipe, clf: &Classifier, acc: f64) -> Res
     let tensors: Vec<F32Tensor<'_>> = vals.iter().map(|(n, s, v)| F32Tensor { name: n, shape: s.clone(), data: v }).collect();
     crate::io::check_finite_tensors(&recipe.out, &tensors)?;
     write_safetensors(&recipe.out, &tensors, &meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The training loss's gradients (candle's backward through the im2col convolution, SiLU, max-pool
+    /// and the MLP) against central differences, in f64 on a small network: conv [2, 3], hidden [4].
+    /// Step h = 1e-6: truncation error ~h²·|f⁽³⁾| ~ 1e-12 and rounding ~1e-16/h = 1e-10, so 1e-7 is
+    /// loose; a max-pool tie within h of switching would break it, which random inputs make improbable.
+    #[test]
+    fn conv_classifier_gradients_match_central_differences() {
+        let cfg = ClassifierConfig { conv: vec![2, 3], hidden: vec![4] };
+        cfg.check().unwrap();
+        let dev = Device::Cpu;
+        let mut rng = rng::seeded(7);
+        let mut u = |n: usize, s: f64| -> Vec<f64> { (0..n).map(|_| (2.0 * rng::uniform(&mut rng) - 1.0) * s).collect() };
+        let shp = shapes(&cfg);
+        let vals: Vec<Vec<f64>> = shp.iter().map(|(_, s)| u(s.iter().product(), 0.5)).collect();
+        let b = 3;
+        let x = Tensor::from_vec(u(b * D_IN, 1.0), (b, D_IN), &dev).unwrap();
+        let mut oh = vec![0f64; b * N_CLASSES];
+        for (r, k) in [1usize, 3, 8].iter().enumerate() {
+            oh[r * N_CLASSES + k] = 1.0;
+        }
+        let y = Tensor::from_vec(oh, (b, N_CLASSES), &dev).unwrap();
+        let tensors = |v: &[Vec<f64>]| -> Vec<Tensor> { v.iter().zip(&shp).map(|(v, (_, s))| Tensor::from_vec(v.clone(), s.clone(), &dev).unwrap()).collect() };
+        let loss_at = |v: &[Vec<f64>]| cross_entropy(&cfg, &tensors(v), &x, &y).unwrap().to_scalar::<f64>().unwrap();
+        let vars: Vec<Var> = tensors(&vals).iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+        let ps: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let g = cross_entropy(&cfg, &ps, &x, &y).unwrap().backward().unwrap();
+        let h = 1e-6;
+        let mut checked = 0;
+        for (i, var) in vars.iter().enumerate() {
+            let gi = g.get(var).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            // Up to 6 entries of each tensor, spread over it.
+            let n = gi.len();
+            for j in (0..n).step_by((n / 6).max(1)) {
+                let (mut up, mut dn) = (vals.clone(), vals.clone());
+                up[i][j] += h;
+                dn[i][j] -= h;
+                let fd = (loss_at(&up) - loss_at(&dn)) / (2.0 * h);
+                assert!((fd - gi[j]).abs() < 1e-7, "{}[{j}]: backward {} vs central difference {fd}", shp[i].0, gi[j]);
+                checked += 1;
+            }
+        }
+        assert!(checked > 40, "{checked}");
+    }
+
+    /// The im2col convolution equals candle's `conv2d` (padding 1), in f64 to rounding.
+    #[test]
+    fn im2col_convolution_equals_candles_conv2d() {
+        let dev = Device::Cpu;
+        let mut rng = rng::seeded(3);
+        let mut u = |n: usize| -> Vec<f64> { (0..n).map(|_| 2.0 * rng::uniform(&mut rng) - 1.0).collect() };
+        let x = Tensor::from_vec(u(2 * 3 * 7 * 7), (2, 3, 7, 7), &dev).unwrap();
+        let w = Tensor::from_vec(u(5 * 3 * 9), (5, 3, 3, 3), &dev).unwrap();
+        let ours = crate::nets::classifier::conv3x3(&x, &w).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let theirs = x.conv2d(&w, 1, 1, 1, 1).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(ours.len(), theirs.len());
+        let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        // 27-term sums of products of values in [-1, 1]: rounding ≤ 27·2⁻⁵² ≈ 6e-15.
+        assert!(worst < 1e-13, "{worst}");
+    }
+
+    /// Architectures the judge cannot run are refused by name.
+    #[test]
+    fn bad_architectures_are_refused() {
+        for (cfg, key) in [
+            (ClassifierConfig { conv: vec![8, 8, 8], hidden: vec![16] }, "arch.conv"),
+            (ClassifierConfig { conv: vec![0], hidden: vec![16] }, "arch.conv"),
+            (ClassifierConfig { conv: vec![8], hidden: vec![] }, "arch.hidden"),
+            (ClassifierConfig { conv: vec![], hidden: vec![16, 0] }, "arch.hidden"),
+        ] {
+            let e = cfg.check().unwrap_err().to_string();
+            assert!(e.contains(key), "{cfg:?}: {e}");
+        }
+    }
 }
