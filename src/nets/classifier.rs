@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::io::idx::ImageSet;
 use crate::error::{Error, Result};
 use crate::nets::header::backend;
+use crate::nets::ops::conv3x3_nhwc;
 use crate::io::tensors::TensorFile;
 
 /// The `kind` of classifier files.
@@ -103,12 +104,13 @@ fn trunk(cfg: &ClassifierConfig, params: &[Tensor], x: &Tensor) -> candle_core::
     let stages = cfg.conv.len();
     let mut h = x.clone();
     if stages > 0 {
-        h = h.reshape((n, 1, SIDE, SIDE))?;
+        // Channels-last through the stages (one input channel: the same values as [n, 1, 28, 28]), then
+        // back to channels-first to flatten in the files' order (c, y, x).
+        h = h.reshape((n, SIDE, SIDE, 1))?;
         for s in 0..stages {
-            let b = params[2 * s + 1].reshape((1, cfg.conv[s], 1, 1))?;
-            h = max_pool2(&conv3x3(&h, &params[2 * s])?.broadcast_add(&b)?.silu()?)?;
+            h = max_pool2(&conv3x3_nhwc(&h, &params[2 * s], &params[2 * s + 1])?.silu()?)?;
         }
-        h = h.reshape((n, cfg.flat_dim()))?;
+        h = h.permute((0, 3, 1, 2))?.contiguous()?.reshape((n, cfg.flat_dim()))?;
     }
     for l in 0..cfg.hidden.len() {
         let (w, b) = (&params[2 * (stages + l)], &params[2 * (stages + l) + 1]);
@@ -117,31 +119,12 @@ fn trunk(cfg: &ClassifierConfig, params: &[Tensor], x: &Tensor) -> candle_core::
     Ok(h)
 }
 
-/// A 3×3 convolution with zero padding 1 as one product of the weight `[cout, cin, 3, 3]` with the
-/// images' im2col columns, gathered from nine shifted views. candle's own `conv2d` gives the same values;
-/// this form is here for its backward pass, whose matrix products are ≈ 10x faster than candle's
-/// `conv2d` gradients (which go through `conv_transpose2d` and a convolution with a 28×28 kernel).
-pub(crate) fn conv3x3(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, cin, h, wd) = x.dims4()?;
-    let cout = w.dim(0)?;
-    let p = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-    let mut views = Vec::with_capacity(9);
-    for dy in 0..3 {
-        for dx in 0..3 {
-            views.push(p.narrow(2, dy, h)?.narrow(3, dx, wd)?);
-        }
-    }
-    // [n, cin, 9, h, w] → columns [n, cin·9, h·w], row ci·9 + 3·ky + kx as in the weight's layout.
-    let cols = Tensor::stack(&views, 2)?.reshape((n, cin * 9, h * wd))?;
-    w.reshape((cout, cin * 9))?.broadcast_matmul(&cols)?.reshape((n, cout, h, wd))
-}
-
-/// 2×2 max-pooling as maxima over reshaped axes. candle 0.11.1's own `max_pool2d` has a wrong backward
+/// 2×2 max-pooling, channels-last, as maxima over reshaped axes. candle 0.11.1's own `max_pool2d` has a wrong backward
 /// pass (it scales the gradient by the fraction of maxima in each window, ¼, instead of dividing by it);
 /// `max` over an axis records the right one (checked by the finite-difference test).
 fn max_pool2(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
+    let (n, h, w, c) = x.dims4()?;
+    x.reshape((n, h / 2, 2, w / 2, 2, c))?.max(4)?.max(2)
 }
 
 /// The 10 logits for images `x` (n × 784).

@@ -61,18 +61,13 @@ impl CustomOp1 for Im2col3 {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, h, w, c, start) = dims(l, "im2col3")?;
-        let x = &f32s(s, "im2col3")?[start..start + b * h * w * c];
-        let c9 = 9 * c + 1;
-        let mut out = vec![0f32; b * h * w * c9];
-        out.par_chunks_mut(h * w * c9).zip(x.par_chunks(h * w * c)).for_each(|(o, xi)| {
-            for p in 0..h * w {
-                o[p * c9 + 9 * c] = 1.0;
-            }
-            for_each_tap(h, w, |p, tap, src| {
-                o[p * c9 + tap * c..p * c9 + (tap + 1) * c].copy_from_slice(&xi[src * c..(src + 1) * c]);
-            });
-        });
-        Ok((CpuStorage::F32(out), Shape::from((b, h, w, c9))))
+        let n = b * h * w * c;
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(im2col3(&v[start..start + n], b, h, w, c)),
+            CpuStorage::F64(v) => CpuStorage::F64(im2col3(&v[start..start + n], b, h, w, c)),
+            _ => candle_core::bail!("im2col3: only f32 and f64 are supported"),
+        };
+        Ok((out, Shape::from((b, h, w, 9 * c + 1))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -91,16 +86,55 @@ impl CustomOp1 for Col2im3 {
         if c9 != 9 * c + 1 {
             candle_core::bail!("col2im3: {c9} columns for {c} channels");
         }
-        let g = &f32s(s, "col2im3")?[start..start + b * h * w * c9];
-        let mut out = vec![0f32; b * h * w * c];
-        out.par_chunks_mut(h * w * c).zip(g.par_chunks(h * w * c9)).for_each(|(o, gi)| {
-            for_each_tap(h, w, |p, tap, dst| {
-                let src = &gi[p * c9 + tap * c..p * c9 + (tap + 1) * c];
-                o[dst * c..(dst + 1) * c].iter_mut().zip(src).for_each(|(a, b)| *a += b);
-            });
-        });
-        Ok((CpuStorage::F32(out), Shape::from((b, h, w, c))))
+        let n = b * h * w * c9;
+        let out = match s {
+            CpuStorage::F32(v) => CpuStorage::F32(col2im3(&v[start..start + n], b, h, w, c)),
+            CpuStorage::F64(v) => CpuStorage::F64(col2im3(&v[start..start + n], b, h, w, c)),
+            _ => candle_core::bail!("col2im3: only f32 and f64 are supported"),
+        };
+        Ok((out, Shape::from((b, h, w, c))))
     }
+}
+
+/// [`Im2col3`] on contiguous values (f32 for the networks, f64 for the gradient tests).
+fn im2col3<T: candle_core::WithDType>(x: &[T], b: usize, h: usize, w: usize, c: usize) -> Vec<T> {
+    let c9 = 9 * c + 1;
+    let mut out = vec![T::from_f64(0.0); b * h * w * c9];
+    out.par_chunks_mut(h * w * c9).zip(x.par_chunks(h * w * c)).for_each(|(o, xi)| {
+        for p in 0..h * w {
+            o[p * c9 + 9 * c] = T::from_f64(1.0);
+        }
+        for_each_tap(h, w, |p, tap, src| {
+            o[p * c9 + tap * c..p * c9 + (tap + 1) * c].copy_from_slice(&xi[src * c..(src + 1) * c]);
+        });
+    });
+    out
+}
+
+/// [`Col2im3`] on contiguous values.
+fn col2im3<T: candle_core::WithDType>(g: &[T], b: usize, h: usize, w: usize, c: usize) -> Vec<T> {
+    let c9 = 9 * c + 1;
+    let mut out = vec![T::from_f64(0.0); b * h * w * c];
+    out.par_chunks_mut(h * w * c).zip(g.par_chunks(h * w * c9)).for_each(|(o, gi)| {
+        for_each_tap(h, w, |p, tap, dst| {
+            let src = &gi[p * c9 + tap * c..p * c9 + (tap + 1) * c];
+            o[dst * c..(dst + 1) * c].iter_mut().zip(src).for_each(|(a, &b)| *a += b);
+        });
+    });
+    out
+}
+
+/// A 3×3 convolution with zero padding 1, channels-last: x `[B, H, W, Ci]`, weight `[Co, Ci, 3, 3]` (the
+/// files' layout), bias `[Co]` → `[B, H, W, Co]`, as [`Im2col3`] and one matrix product (the bias a row
+/// of the weight matrix), so that its backward is col2im and matrix products too.
+pub fn conv3x3_nhwc(x: &Tensor, w: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    let (bs, h, wd, ci) = x.dims4()?;
+    let co = w.dim(0)?;
+    let cols = x.contiguous()?.apply_op1(Im2col3)?.reshape((bs * h * wd, 9 * ci + 1))?;
+    // The weight [Co, Ci, 3, 3] → [Co, 3, 3, Ci] → [9·Ci, Co], with the bias as its last row.
+    let wm = w.permute((0, 2, 3, 1))?.reshape((co, 9 * ci))?.t()?;
+    let wm = Tensor::cat(&[&wm, &b.reshape((1, co))?], 0)?;
+    cols.matmul(&wm)?.reshape((bs, h, wd, co))
 }
 
 fn host(t: &Tensor) -> candle_core::Result<Vec<f32>> {

@@ -198,13 +198,7 @@ impl UnetGraph<'_> {
     fn conv3(&self, x: &Tensor, prefix: &str) -> candle_core::Result<Tensor> {
         let w = self.p(&format!("{prefix}.weight"))?;
         let b = self.p(&format!("{prefix}.bias"))?;
-        let (bs, h, wd, ci) = x.dims4()?;
-        let co = w.dim(0)?;
-        let cols = x.contiguous()?.apply_op1(crate::nets::ops::Im2col3)?.reshape((bs * h * wd, 9 * ci + 1))?;
-        // The weight [Co, Ci, 3, 3] → [Co, 3, 3, Ci] → [9·Ci, Co], with the bias as its last row.
-        let wm = w.permute((0, 2, 3, 1))?.reshape((co, 9 * ci))?.t()?;
-        let wm = Tensor::cat(&[&wm, &b.reshape((1, co))?], 0)?;
-        cols.matmul(&wm)?.reshape((bs, h, wd, co))
+        crate::nets::ops::conv3x3_nhwc(x, w, b)
     }
 
     /// 1×1 convolution (a linear map of the channels), channels-last.
