@@ -124,20 +124,9 @@ impl SelfAttention {
     }
 }
 
-/// A row of scores into softmax probabilities (max-shifted; max and sum in eight lanes).
-fn softmax(row: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { softmax_avx2(row) };
-    }
-    softmax_body(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn softmax_avx2(row: &mut [f32]) {
-    softmax_body(row)
+widest! {
+    /// A row of scores into softmax probabilities (max-shifted; max and sum in eight lanes).
+    fn softmax(row: &mut [f32]) => softmax_body, softmax_avx512, softmax_avx2
 }
 
 #[inline(always)]
@@ -160,4 +149,34 @@ fn softmax_body(row: &mut [f32]) {
     }
     let iz = 1.0 / (it.remainder().iter().sum::<f32>() + z.iter().sum::<f32>());
     row.iter_mut().for_each(|v| *v *= iz);
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod builds {
+    /// The baseline, AVX2 and AVX-512 builds of the softmax give the same bits (each on the CPUs that
+    /// have it), at lengths with every remainder mod 16, and each row sums to 1 within f32 rounding.
+    #[test]
+    fn softmax_builds_give_the_same_bits() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for n in [1usize, 7, 8, 15, 16, 17, 49, 196, 785] {
+            let x = crate::nets::kernels::norm::test_values(n, 3 + n as u64);
+            let mut want = x.clone();
+            super::softmax_body(&mut want);
+            // n terms ≤ 1, each rounded once, and the reciprocal: |Σ − 1| ≤ (n + 2)·2⁻²³.
+            let sum: f64 = want.iter().map(|&v| v as f64).sum();
+            assert!((sum - 1.0).abs() <= (n as f64 + 2.0) * f32::EPSILON as f64, "n={n}: Σ = {sum}");
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut got = x.clone();
+                // SAFETY: the CPU has AVX2 (checked just above).
+                unsafe { super::softmax_avx2(&mut got) };
+                assert_eq!(bits(&got), bits(&want), "AVX2, n={n}");
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                let mut got = x.clone();
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                unsafe { super::softmax_avx512(&mut got) };
+                assert_eq!(bits(&got), bits(&want), "AVX-512, n={n}");
+            }
+        }
+    }
 }

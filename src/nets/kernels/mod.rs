@@ -15,6 +15,45 @@ use candle_core::Tensor;
 
 use crate::lanes::exp_f32;
 
+/// Defines `fn $name(args)` running `$body(args)` (an `#[inline(always)]` function) compiled for
+/// AVX-512F where the CPU has it (`$wide`), else for AVX2 (`$avx2`), else for the baseline. The bodies
+/// use no fused multiply-add and sum in fixed lanes, so each element sees the same operations in the
+/// same order in every build: the three give the same bits (tested), only the vector width differs.
+macro_rules! widest {
+    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:ident, $wide:ident, $avx2:ident) => {
+        $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F (checked just above).
+                    return unsafe { $wide($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has AVX2 (checked just above).
+                    return unsafe { $avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $wide($($arg: $ty),*) $(-> $ret)? {
+            $body($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $avx2($($arg: $ty),*) $(-> $ret)? {
+            $body($($arg),*)
+        }
+    };
+}
+
 pub mod attention;
 pub mod conv;
 pub mod linear;

@@ -1,6 +1,6 @@
 //! Group normalisation with its per-channel affine map, fused with the activation and the resnets' time
 //! terms (a shift before the statistics, or a scale and shift after), and its backward pass; the
-//! element-wise loops are compiled for AVX2 where the CPU has it (no FMA: the same bits either way).
+//! element-wise loops are compiled for AVX-512 or AVX2 where the CPU has them (no FMA: the same bits in every build).
 
 use super::{Act, Grads, Tensor2};
 use crate::lanes::exp_f32;
@@ -132,24 +132,11 @@ pub struct NormBack {
     pub d_shift: Vec<f32>,
 }
 
-/// The group norm backward's first pass over one channel: dz = dy·act'(x·m + q), g = dz·gch into `gb`,
-/// and the sums (Σg, Σg·x̂, Σdz, Σdz·x̂) with x̂ = x·xi + xc, in eight f64 lanes (AVX2 where the CPU has
-/// it; no FMA, so the same bits either way).
-#[allow(clippy::too_many_arguments)]
-fn norm_pass1(act: Option<Act>, x: &[f32], dy: &[f32], m: f32, q: f32, xi: f32, xc: f32, gch: f32, gb: &mut [f32]) -> [f64; 4] {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { norm_pass1_avx2(act, x, dy, m, q, xi, xc, gch, gb) };
-    }
-    norm_pass1_body(act, x, dy, m, q, xi, xc, gch, gb)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn norm_pass1_avx2(act: Option<Act>, x: &[f32], dy: &[f32], m: f32, q: f32, xi: f32, xc: f32, gch: f32, gb: &mut [f32]) -> [f64; 4] {
-    norm_pass1_body(act, x, dy, m, q, xi, xc, gch, gb)
+widest! {
+    /// The group norm backward's first pass over one channel: dz = dy·act'(x·m + q), g = dz·gch into `gb`,
+    /// and the sums (Σg, Σg·x̂, Σdz, Σdz·x̂) with x̂ = x·xi + xc, in eight f64 lanes (the widest vectors the
+    /// CPU has; no FMA, so the same bits in every build).
+    fn norm_pass1(act: Option<Act>, x: &[f32], dy: &[f32], m: f32, q: f32, xi: f32, xc: f32, gch: f32, gb: &mut [f32]) -> [f64; 4] => norm_pass1_body, norm_pass1_avx512, norm_pass1_avx2
 }
 
 #[inline(always)]
@@ -201,21 +188,9 @@ fn pass1_with(grad: impl Fn(f32) -> f32, x: &[f32], dy: &[f32], m: f32, q: f32, 
     acc.map(|l| l.iter().sum())
 }
 
-/// The second pass: dx = inv·(g − ma − x̂·mb) into `dx`, returning Σ dx (f64 lanes).
-#[allow(clippy::too_many_arguments)]
-fn norm_pass2(x: &[f32], g: &[f32], xi: f32, xc: f32, ma: f32, mb: f32, dx: &mut [f32]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { norm_pass2_avx2(x, g, xi, xc, ma, mb, dx) };
-    }
-    norm_pass2_body(x, g, xi, xc, ma, mb, dx)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn norm_pass2_avx2(x: &[f32], g: &[f32], xi: f32, xc: f32, ma: f32, mb: f32, dx: &mut [f32]) -> f64 {
-    norm_pass2_body(x, g, xi, xc, ma, mb, dx)
+widest! {
+    /// The second pass: dx = inv·(g − ma − x̂·mb) into `dx`, returning Σ dx (f64 lanes).
+    fn norm_pass2(x: &[f32], g: &[f32], xi: f32, xc: f32, ma: f32, mb: f32, dx: &mut [f32]) -> f64 => norm_pass2_body, norm_pass2_avx512, norm_pass2_avx2
 }
 
 #[inline(always)]
@@ -230,21 +205,10 @@ fn norm_pass2_body(x: &[f32], g: &[f32], xi: f32, xc: f32, ma: f32, mb: f32, dx:
     acc.iter().sum()
 }
 
-/// l1[j] += Σ (v + a), l2[j] += Σ (v + a)² over the values v of `row` at positions ≡ j (mod 8), in
-/// f64 (the AVX2 build where the CPU has it: the same operations in the same order, so the same bits).
-fn lane_sums(row: &[f32], a: f32, l1: &mut [f64; 8], l2: &mut [f64; 8]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { lane_sums_avx2(row, a, l1, l2) };
-    }
-    lane_sums_body(row, a, l1, l2)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn lane_sums_avx2(row: &[f32], a: f32, l1: &mut [f64; 8], l2: &mut [f64; 8]) {
-    lane_sums_body(row, a, l1, l2)
+widest! {
+    /// l1[j] += Σ (v + a), l2[j] += Σ (v + a)² over the values v of `row` at positions ≡ j (mod 8), in
+    /// f64 (the widest build the CPU runs: the same operations in the same order, so the same bits).
+    fn lane_sums(row: &[f32], a: f32, l1: &mut [f64; 8], l2: &mut [f64; 8]) => lane_sums_body, lane_sums_avx512, lane_sums_avx2
 }
 
 #[inline(always)]
@@ -266,20 +230,9 @@ fn lane_sums_body(row: &[f32], a: f32, l1: &mut [f64; 8], l2: &mut [f64; 8]) {
     (*l1, *l2) = (s1, s2);
 }
 
-/// dst = act(src · m + q), element-wise (the AVX2 build where the CPU has it: no FMA, so the same bits).
-fn affine_act(act: Option<Act>, src: &[f32], dst: &mut [f32], m: f32, q: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { affine_act_avx2(act, src, dst, m, q) };
-    }
-    affine_act_body(act, src, dst, m, q)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn affine_act_avx2(act: Option<Act>, src: &[f32], dst: &mut [f32], m: f32, q: f32) {
-    affine_act_body(act, src, dst, m, q)
+widest! {
+    /// dst = act(src · m + q), element-wise (the widest build the CPU runs: no FMA, so the same bits).
+    fn affine_act(act: Option<Act>, src: &[f32], dst: &mut [f32], m: f32, q: f32) => affine_act_body, affine_act_avx512, affine_act_avx2
 }
 
 #[inline(always)]
@@ -293,5 +246,71 @@ fn affine_act_body(act: Option<Act>, src: &[f32], dst: &mut [f32], m: f32, q: f3
         }),
         Some(Act::Relu) => it.for_each(|(d, &v)| *d = (v * m + q).max(0.0)),
         Some(a) => it.for_each(|(d, &v)| *d = a.at(v * m + q)),
+    }
+}
+
+/// Values in (−6, 6) from a fixed LCG, with every 97th in (−100, 100) to reach exp's clamps (test inputs).
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|i| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+            if i % 97 == 0 { 200.0 * (u - 0.5) } else { 12.0 * (u - 0.5) }
+        })
+        .collect()
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod builds {
+    use super::*;
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// The baseline, AVX2 and AVX-512 builds of every element-wise kernel give the same bits (each on
+    /// the CPUs that have it), at lengths with every remainder mod 16.
+    #[test]
+    fn every_build_gives_the_same_bits() {
+        let (h2, h5) = (std::arch::is_x86_feature_detected!("avx2"), std::arch::is_x86_feature_detected!("avx512f"));
+        for n in [1usize, 7, 8, 15, 16, 17, 33, 196, 785] {
+            let (x, dy) = (test_values(n, n as u64), test_values(n, 7 + n as u64));
+            for act in [None, Some(Act::Silu), Some(Act::Gelu)] {
+                let mut want = vec![0.0f32; n];
+                affine_act_body(act, &x, &mut want, 0.7, -0.2);
+                let mut g0 = vec![0.0f32; n];
+                let s0 = norm_pass1_body(act, &x, &dy, 0.7, -0.2, 1.3, 0.1, 0.9, &mut g0);
+                let mut d0 = vec![0.0f32; n];
+                let t0 = norm_pass2_body(&x, &dy, 1.3, 0.1, 0.05, -0.3, &mut d0);
+                let (mut l1, mut l2) = ([0.0; 8], [0.0; 8]);
+                lane_sums_body(&x, 0.25, &mut l1, &mut l2);
+                for (has, wide) in [(h2, false), (h5, true)] {
+                    if !has {
+                        continue;
+                    }
+                    let (mut got, mut g, mut d) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+                    let (mut m1, mut m2) = ([0.0; 8], [0.0; 8]);
+                    // SAFETY: each build runs only where the CPU has its features (checked above).
+                    let (s, t) = unsafe {
+                        if wide {
+                            affine_act_avx512(act, &x, &mut got, 0.7, -0.2);
+                            lane_sums_avx512(&x, 0.25, &mut m1, &mut m2);
+                            (norm_pass1_avx512(act, &x, &dy, 0.7, -0.2, 1.3, 0.1, 0.9, &mut g), norm_pass2_avx512(&x, &dy, 1.3, 0.1, 0.05, -0.3, &mut d))
+                        } else {
+                            affine_act_avx2(act, &x, &mut got, 0.7, -0.2);
+                            lane_sums_avx2(&x, 0.25, &mut m1, &mut m2);
+                            (norm_pass1_avx2(act, &x, &dy, 0.7, -0.2, 1.3, 0.1, 0.9, &mut g), norm_pass2_avx2(&x, &dy, 1.3, 0.1, 0.05, -0.3, &mut d))
+                        }
+                    };
+                    assert_eq!(bits(&got), bits(&want), "affine_act n={n} {act:?} wide={wide}");
+                    assert_eq!(bits(&g), bits(&g0), "norm_pass1 n={n} {act:?} wide={wide}");
+                    assert_eq!(s.map(f64::to_bits), s0.map(f64::to_bits), "norm_pass1 sums n={n} wide={wide}");
+                    assert_eq!((bits(&d), t.to_bits()), (bits(&d0), t0.to_bits()), "norm_pass2 n={n} wide={wide}");
+                    assert_eq!((m1.map(f64::to_bits), m2.map(f64::to_bits)), (l1.map(f64::to_bits), l2.map(f64::to_bits)), "lane_sums n={n} wide={wide}");
+                }
+            }
+        }
     }
 }
