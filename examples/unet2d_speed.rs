@@ -1,6 +1,6 @@
 //! Forward and VJP cost of diffusers' `UNet2DModel` on this machine: the CPU kernels (`Unet2dCpu`)
-//! against the candle network (forward), as seconds per batch, GFLOP/s and the fraction of the cores' f32 peak (`PEAK`, GFLOP/s,
-//! default 157: two Zen 3 cores, AVX2, two FMA pipes). Random weights; the configuration is the
+//! against the candle network (forward), as seconds per batch, GFLOP/s and the fraction of the cores' f32 peak: measured
+//! here by an FMA loop in the CPU's widest vectors on every thread (`shared/peak.rs`), or `PEAK` (GFLOP/s) if set. Random weights; the configuration is the
 //! diffusers course's MNIST model (`mnist`, 1.7 M parameters), DDPM-CIFAR-10's (`cifar`, 35.7 M) or a
 //! `config.json` path. Threads: rayon's pool (RAYON_NUM_THREADS).
 //!
@@ -16,6 +16,9 @@ use candle_nn::{VarBuilder, VarMap};
 use wfrmix::nets::diffusers::{Unet2d, Unet2dConfig};
 use wfrmix::nets::unet2d_cpu::Unet2dCpu;
 use wfrmix::rng;
+
+#[path = "shared/peak.rs"]
+mod peak;
 
 const MNIST: &str = r#"{"sample_size": 28, "in_channels": 1, "out_channels": 1, "layers_per_block": 2,
   "block_out_channels": [32, 64, 64], "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"],
@@ -51,7 +54,10 @@ fn main() -> anyhow::Result<()> {
     let reps: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(3);
     let mode = args.get(4).map(String::as_str).unwrap_or("candle");
     let with_candle = mode == "candle";
-    let peak: f64 = std::env::var("PEAK").ok().and_then(|s| s.parse().ok()).unwrap_or(157.0);
+    let (peak, isa) = match std::env::var("PEAK").ok().and_then(|s| s.parse().ok()) {
+        Some(p) => (p, "PEAK"),
+        None => peak::measured(),
+    };
     let dir = Path::new(which).is_dir().then(|| Path::new(which).to_path_buf());
     let text = match (which, &dir) {
         ("mnist", _) => MNIST.to_string(),
@@ -79,7 +85,7 @@ fn main() -> anyhow::Result<()> {
     rng::fill_normal(&mut rng::seeded(1), &mut x64);
     let x: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
     let t: Vec<f32> = (0..batch).map(|i| (i * 997 % 1000) as f32).collect();
-    println!("{which}: {params} parameters, {:.3} GFLOP per image, batch {batch}, {} threads, peak {peak} GFLOP/s", flops / 1e9, rayon::current_num_threads());
+    println!("{which}: {params} parameters, {:.3} GFLOP per image, batch {batch}, {} threads, peak {peak:.0} GFLOP/s ({isa})", flops / 1e9, rayon::current_num_threads());
     let mut out = vec![0.0f32; batch * d];
     cpu.forward(&x, &t, None, &mut out)?;
     let s = fastest(reps, || cpu.forward(&x, &t, None, &mut out))?;
