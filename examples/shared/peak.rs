@@ -31,8 +31,7 @@ fn kernel_info() -> (f64, &'static str) {
         if std::arch::is_x86_feature_detected!("avx512f") {
             return ((REPS * 12 * 16 * 2) as f64, "AVX-512");
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             return ((REPS * 12 * 8 * 2) as f64, "AVX2+FMA");
         }
     }
@@ -54,8 +53,7 @@ fn one(seed: f32) -> f32 {
             // SAFETY: the CPU has AVX-512F (checked on the line above).
             return unsafe { fma512(seed) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has AVX2 and FMA (checked on the line above).
             return unsafe { fma256(seed) };
         }
@@ -94,23 +92,5 @@ macro_rules! fma_kernel {
         }
     };
 }
-fma_kernel!(
-    fma512,
-    "avx512f",
-    __m512,
-    _mm512_set1_ps,
-    _mm512_fmadd_ps,
-    _mm512_add_ps,
-    _mm512_storeu_ps,
-    16
-);
-fma_kernel!(
-    fma256,
-    "avx2,fma",
-    __m256,
-    _mm256_set1_ps,
-    _mm256_fmadd_ps,
-    _mm256_add_ps,
-    _mm256_storeu_ps,
-    8
-);
+fma_kernel!(fma512, "avx512f", __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_storeu_ps, 16);
+fma_kernel!(fma256, "avx2,fma", __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps, 8);
