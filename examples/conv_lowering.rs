@@ -1,10 +1,15 @@
-//! A measured alternative to the CPU kernels' 3×3 convolution, kept as a record of why it is not used:
-//! the shipped path ([`Conv::forward_many`]: im2col, then one matrix product with k = 9·cin over a
-//! group of images side by side) against an "implicit GEMM" (the images zero-padded once, one after
-//! the other, and nine accumulated products with k = cin, each reading the padded images at the tap's
-//! offset; the border columns are computed and dropped). Same weights, a team of 16 images, one
-//! thread, fastest of REPS passes; prints each layer shape's time both ways, their ratio and the largest
-//! difference of the outputs (f32 sums in another order: ≈ 1e-6).
+//! The 3×3 convolution's lowerings timed side by side on the layer shapes of the shipped experts and
+//! the diffusers-course MNIST model (a team of 16 images, one thread, fastest of REPS passes):
+//! - the shipped path, [`Conv::forward_many`]: the direct kernel (no im2col; AVX-512 CPUs, rows of at
+//!   least 14 pixels) or else im2col and one matrix product with k = 9·cin over a group of images side
+//!   by side;
+//! - im2col + GEMM alone ([`Conv::forward_many_gemm`]), which the direct kernel's bits equal;
+//! - an "implicit GEMM", kept as a record of why it is not used: the images zero-padded once, one
+//!   after the other, and nine accumulated products with k = cin, each reading the padded images at
+//!   the tap's offset (the border columns computed and dropped; f32 sums in another order, so its
+//!   outputs differ by ≈ 1e-6: the largest difference is printed);
+//! - the matrix products alone, on a column matrix built beforehand (what the convolution would cost
+//!   if im2col and the copies were free): the ceiling the matrix-product library sets on these shapes.
 //!
 //! cargo run --release --example conv_lowering -- [REPS]
 
@@ -30,8 +35,8 @@ fn main() -> candle_core::Result<()> {
         wfrmix::rng::fill_normal(&mut rng, &mut v);
         v.iter().map(|&x| (x * s) as f32).collect::<Vec<f32>>()
     };
-    println!("| cin → cout, h×w | images per product | im2col + GEMM (µs per team) | implicit GEMM | im2col / implicit | max |Δ| |");
-    println!("|---|---|---|---|---|---|");
+    println!("| cin → cout, h×w | images per product | shipped (µs per team) | im2col + GEMM | implicit GEMM | products alone | GFLOP/s: shipped, im2col + GEMM, products alone | shipped = im2col bits | implicit's max |Δ| |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     // Expert c's 3×3 shapes ([16, 32, 32] channels), then the diffusers-course MNIST model's ([32, 64, 64]).
     for &(cin, cout, h) in &[(16, 16, 28), (32, 16, 28), (32, 32, 14), (32, 32, 7), (64, 32, 28), (64, 64, 14), (64, 64, 7)] {
         let w = h;
@@ -44,6 +49,7 @@ fn main() -> candle_core::Result<()> {
         let g = group(p);
         let (mut col, mut flops) = (Vec::new(), 0u64);
         let shipped = |col: &mut Vec<f32>, flops: &mut u64| conv.forward_many(&xs, h, w, false, g, col, flops).0;
+        let im2col = |col: &mut Vec<f32>, flops: &mut u64| conv.forward_many_gemm(&xs, h, w, false, g, col, flops).0;
 
         // Implicit: per group, the images padded to (h+2)×(w+2) one after the other, with a margin of
         // w+3 zeros at both ends so that every tap's offset stays inside the buffer.
@@ -87,9 +93,28 @@ fn main() -> candle_core::Result<()> {
         let (mut pad, mut outp) = (Vec::new(), Vec::new());
         let a = shipped(&mut col, &mut flops);
         let b = implicit(&mut pad, &mut outp);
+        let same = a.iter().flatten().map(|v| v.to_bits()).eq(im2col(&mut col, &mut flops).iter().flatten().map(|v| v.to_bits()));
         let diff = a.iter().flatten().zip(b.iter().flatten()).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-        let (mut ta, mut tb) = (f64::MAX, f64::MAX);
+        // The shipped products alone: the same shapes, operands' layout and one reused column
+        // buffer (as the shipped path reuses its scratch), filled once.
+        let kk = cin * 9;
+        let col1 = normal(kk * g * p, 1.0);
+        let mut dst = vec![0.0f32; cout * g * p];
+        let products = |dst: &mut Vec<f32>| {
+            for gr in xs.chunks(g) {
+                let n = gr.len() * p;
+                gemm(cout, n, kk, dst, n, true, &wt, kk, 1, &col1, n, 1, 1.0);
+            }
+        };
+        let (mut ta, mut tb, mut tc, mut td) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
         for _ in 0..reps {
+            let t = Instant::now();
+            std::hint::black_box(im2col(&mut col, &mut flops));
+            td = td.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            products(&mut dst);
+            std::hint::black_box(&dst);
+            tc = tc.min(t.elapsed().as_secs_f64());
             let t = Instant::now();
             std::hint::black_box(shipped(&mut col, &mut flops));
             ta = ta.min(t.elapsed().as_secs_f64());
@@ -97,7 +122,8 @@ fn main() -> candle_core::Result<()> {
             std::hint::black_box(implicit(&mut pad, &mut outp));
             tb = tb.min(t.elapsed().as_secs_f64());
         }
-        println!("| {cin} → {cout}, {h}×{w} | {g} | {:.0} | {:.0} | {:.2} | {diff:.1e} |", ta * 1e6, tb * 1e6, ta / tb);
+        let gf = 2.0 * (cout * kk * p * TEAM) as f64 * 1e-9;
+        println!("| {cin} → {cout}, {h}×{w} | {g} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}, {:.0}, {:.0} | {same} | {diff:.1e} |", ta * 1e6, td * 1e6, tb * 1e6, tc * 1e6, gf / ta, gf / td, gf / tc);
     }
     Ok(())
 }
