@@ -55,9 +55,16 @@ impl SelfAttention {
         let mut s = vec![0.0f32; l * l];
         for h in 0..self.heads {
             let off = h * dh * l;
-            self.probabilities(&q[off..], &k[off..], dh, l, &mut s);
-            // o[a, i] = Σ_j v[a, j] S[i, j].
-            gemm(dh, l, l, &mut o[off..], l, false, &v[off..], l, 1, &s, 1, l, 1.0);
+            // o[a, i] = Σ_j v[a, j] P[i, j]. With P stored transposed (rows j) gemm reads it without
+            // copying it first; gemm sums products of at most 16 × 16 outputs another way when given the
+            // row layout, so those keep it (same bits either way: tested).
+            if transposed_pv(dh, l) {
+                self.probabilities_t(&q[off..], &k[off..], dh, l, &mut s);
+                gemm(dh, l, l, &mut o[off..], l, false, &v[off..], l, 1, &s, l, 1, 1.0);
+            } else {
+                self.probabilities(&q[off..], &k[off..], dh, l, &mut s);
+                gemm(dh, l, l, &mut o[off..], l, false, &v[off..], l, 1, &s, 1, l, 1.0);
+            }
             *flops += 4 * (l * l * dh) as u64;
         }
         let mut y = self.out.cols(&o, l, flops);
@@ -71,6 +78,15 @@ impl SelfAttention {
         let scale = 1.0 / (dh as f32).sqrt();
         gemm(l, l, dh, p, l, false, q, 1, l, k, l, 1, scale);
         p.chunks_mut(l).for_each(softmax);
+    }
+
+    /// Pᵀ[j, i] = P[i, j] of [`Self::probabilities`], with its bits: the scores computed as K Qᵀ (the
+    /// same products summed in the same order) and the softmax run down the columns with the row
+    /// softmax's lanes and order ([`softmax_cols`]).
+    fn probabilities_t(&self, q: &[f32], k: &[f32], dh: usize, l: usize, pt: &mut [f32]) {
+        let scale = 1.0 / (dh as f32).sqrt();
+        gemm(l, l, dh, pt, l, false, k, 1, l, q, l, 1, scale);
+        softmax_cols(pt, l);
     }
 
     /// The gradient with respect to x of Σ dy · [`Self::forward`] at x, from the forward's record; the
@@ -151,6 +167,126 @@ fn softmax_body(row: &mut [f32]) {
     row.iter_mut().for_each(|v| *v *= iz);
 }
 
+/// Whether the forward pass forms P V from P stored transposed: where gemm 0.19 takes its main path
+/// with the row layout too (more than 16 × 16 outputs and more than two terms per sum).
+fn transposed_pv(dh: usize, l: usize) -> bool {
+    dh * l > 16 * 16 && l > 2
+}
+
+widest! {
+    /// Each column of the l × l matrix `pt` into softmax probabilities, with the bits [`softmax_body`]
+    /// gives that column as a row: sixteen columns at a time ([`softmax_block`]), the last l mod 16
+    /// through the row version itself.
+    fn softmax_cols(pt: &mut [f32], l: usize) => softmax_cols_body, softmax_cols_avx512, softmax_cols_avx2
+}
+
+#[inline(always)]
+fn softmax_cols_body(pt: &mut [f32], l: usize) {
+    let mut i0 = 0;
+    while i0 + 16 <= l {
+        softmax_block(&mut pt[i0..], l, l);
+        i0 += 16;
+    }
+    let mut col = vec![0.0f32; l];
+    for i in i0..l {
+        col.iter_mut().enumerate().for_each(|(j, v)| *v = pt[j * l + i]);
+        softmax_body(&mut col);
+        col.iter().enumerate().for_each(|(j, &v)| pt[j * l + i] = v);
+    }
+}
+
+/// Sixteen columns of an l-row matrix (rows `stride` apart) into softmax probabilities, each with
+/// the bits [`softmax_body`] gives it as a row: its eight lanes of maxima and sums, its remainder,
+/// order and initial values.
+#[inline(always)]
+fn softmax_block(m: &mut [f32], l: usize, stride: usize) {
+    const W: usize = 16;
+    let n8 = l / 8 * 8;
+    // Rows eight at a time, so that the lanes' index is a constant and they stay in registers.
+    let mut mx = [[f32::NEG_INFINITY; W]; 8];
+    for jb in (0..n8).step_by(8) {
+        for (t, lane) in mx.iter_mut().enumerate() {
+            let r = &m[(jb + t) * stride..][..W];
+            for c in 0..W {
+                lane[c] = if r[c] > lane[c] { r[c] } else { lane[c] };
+            }
+        }
+    }
+    let mut top = [f32::NEG_INFINITY; W];
+    for j in n8..l {
+        let r = &m[j * stride..][..W];
+        for c in 0..W {
+            top[c] = if r[c] > top[c] { r[c] } else { top[c] };
+        }
+    }
+    for lane in &mx {
+        for c in 0..W {
+            top[c] = if lane[c] > top[c] { lane[c] } else { top[c] };
+        }
+    }
+    let mut z = [[0.0f32; W]; 8];
+    for jb in (0..n8).step_by(8) {
+        for (t, lane) in z.iter_mut().enumerate() {
+            let r = &mut m[(jb + t) * stride..][..W];
+            for c in 0..W {
+                r[c] = exp_f32(r[c] - top[c]);
+                lane[c] += r[c];
+            }
+        }
+    }
+    for j in n8..l {
+        let r = &mut m[j * stride..][..W];
+        for c in 0..W {
+            r[c] = exp_f32(r[c] - top[c]);
+        }
+    }
+    let mut iz = [0.0f32; W];
+    for (c, iz) in iz.iter_mut().enumerate() {
+        let rem = (n8..l).map(|j| m[j * stride + c]).sum::<f32>();
+        *iz = 1.0 / (rem + z.iter().map(|lane| lane[c]).sum::<f32>());
+    }
+    for j in 0..l {
+        let r = &mut m[j * stride..][..W];
+        for c in 0..W {
+            r[c] *= iz[c];
+        }
+    }
+}
+
+#[cfg(test)]
+mod transposed {
+    use super::*;
+
+    /// The forward pass's transposed probabilities and product give the bits of the row layout (which
+    /// the backward pass keeps): Pᵀ is P transposed bit for bit, and P V by either layout is the same
+    /// where the forward pass uses it, at sequence lengths with every remainder mod 16 and the head
+    /// widths of the shipped networks, the diffusers-course model and DDPM-CIFAR-10.
+    #[test]
+    fn transposed_probabilities_and_product_give_the_row_layouts_bits() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (l, dh) in [(1usize, 8usize), (7, 8), (16, 8), (17, 4), (32, 8), (33, 8), (49, 8), (64, 32), (196, 8), (200, 16), (256, 256), (785, 8)] {
+            let q = crate::nets::kernels::norm::test_values(dh * l, 11 + l as u64);
+            let k = crate::nets::kernels::norm::test_values(dh * l, 29 + l as u64);
+            let v = crate::nets::kernels::norm::test_values(dh * l, 41 + l as u64);
+            let w = candle_core::Tensor::zeros((dh, dh), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+            let lin = Lin::from_candle(&candle_nn::Linear::new(w, None)).unwrap();
+            let a = SelfAttention { norm: None, q: lin.clone(), k: lin.clone(), v: lin.clone(), out: lin, heads: 1, rescale: 1.0 };
+            let (mut p, mut pt) = (vec![0.0f32; l * l], vec![0.0f32; l * l]);
+            a.probabilities(&q, &k, dh, l, &mut p);
+            a.probabilities_t(&q, &k, dh, l, &mut pt);
+            let ptt: Vec<f32> = (0..l * l).map(|x| pt[(x % l) * l + x / l]).collect();
+            assert_eq!(bits(&ptt), bits(&p), "l={l}, dh={dh}: probabilities");
+            if !transposed_pv(dh, l) {
+                continue;
+            }
+            let (mut o1, mut o2) = (vec![0.0f32; dh * l], vec![0.0f32; dh * l]);
+            gemm(dh, l, l, &mut o1, l, false, &v, l, 1, &p, 1, l, 1.0);
+            gemm(dh, l, l, &mut o2, l, false, &v, l, 1, &pt, l, 1, 1.0);
+            assert_eq!(bits(&o2), bits(&o1), "l={l}, dh={dh}: P V");
+        }
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod builds {
     /// The baseline, AVX2 and AVX-512 builds of the softmax give the same bits (each on the CPUs that
@@ -176,6 +312,31 @@ mod builds {
                 // SAFETY: the CPU has AVX-512F (checked just above).
                 unsafe { super::softmax_avx512(&mut got) };
                 assert_eq!(bits(&got), bits(&want), "AVX-512, n={n}");
+            }
+        }
+        // The column softmax: each build gives every column the row version's bits.
+        for l in [1usize, 15, 16, 17, 33, 49] {
+            let x = crate::nets::kernels::norm::test_values(l * l, 5 + l as u64);
+            let mut want = x.clone();
+            for i in 0..l {
+                let mut col: Vec<f32> = (0..l).map(|j| x[j * l + i]).collect();
+                super::softmax_body(&mut col);
+                col.iter().enumerate().for_each(|(j, &v)| want[j * l + i] = v);
+            }
+            let mut got = x.clone();
+            super::softmax_cols_body(&mut got, l);
+            assert_eq!(bits(&got), bits(&want), "columns, baseline, l={l}");
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut got = x.clone();
+                // SAFETY: the CPU has AVX2 (checked just above).
+                unsafe { super::softmax_cols_avx2(&mut got, l) };
+                assert_eq!(bits(&got), bits(&want), "columns, AVX2, l={l}");
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                let mut got = x.clone();
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                unsafe { super::softmax_cols_avx512(&mut got, l) };
+                assert_eq!(bits(&got), bits(&want), "columns, AVX-512, l={l}");
             }
         }
     }
