@@ -184,7 +184,7 @@ widest! {
 fn softmax_cols_body(pt: &mut [f32], l: usize) {
     let mut i0 = 0;
     while i0 + 16 <= l {
-        softmax_block(&mut pt[i0..], l, l);
+        softmax_block(&mut pt[i0..], l);
         i0 += 16;
     }
     let mut col = vec![0.0f32; l];
@@ -195,18 +195,18 @@ fn softmax_cols_body(pt: &mut [f32], l: usize) {
     }
 }
 
-/// Sixteen columns of an l-row matrix (rows `stride` apart) into softmax probabilities, each with
+/// Sixteen columns of an l × l matrix (rows l apart, from the first element of `m`) into softmax probabilities, each with
 /// the bits [`softmax_body`] gives it as a row: its eight lanes of maxima and sums, its remainder,
 /// order and initial values.
 #[inline(always)]
-fn softmax_block(m: &mut [f32], l: usize, stride: usize) {
+fn softmax_block(m: &mut [f32], l: usize) {
     const W: usize = 16;
     let n8 = l / 8 * 8;
     // Rows eight at a time, so that the lanes' index is a constant and they stay in registers.
     let mut mx = [[f32::NEG_INFINITY; W]; 8];
     for jb in (0..n8).step_by(8) {
         for (t, lane) in mx.iter_mut().enumerate() {
-            let r = &m[(jb + t) * stride..][..W];
+            let r = &m[(jb + t) * l..][..W];
             for c in 0..W {
                 lane[c] = if r[c] > lane[c] { r[c] } else { lane[c] };
             }
@@ -214,7 +214,7 @@ fn softmax_block(m: &mut [f32], l: usize, stride: usize) {
     }
     let mut top = [f32::NEG_INFINITY; W];
     for j in n8..l {
-        let r = &m[j * stride..][..W];
+        let r = &m[j * l..][..W];
         for c in 0..W {
             top[c] = if r[c] > top[c] { r[c] } else { top[c] };
         }
@@ -227,7 +227,7 @@ fn softmax_block(m: &mut [f32], l: usize, stride: usize) {
     let mut z = [[0.0f32; W]; 8];
     for jb in (0..n8).step_by(8) {
         for (t, lane) in z.iter_mut().enumerate() {
-            let r = &mut m[(jb + t) * stride..][..W];
+            let r = &mut m[(jb + t) * l..][..W];
             for c in 0..W {
                 r[c] = exp_f32(r[c] - top[c]);
                 lane[c] += r[c];
@@ -235,18 +235,18 @@ fn softmax_block(m: &mut [f32], l: usize, stride: usize) {
         }
     }
     for j in n8..l {
-        let r = &mut m[j * stride..][..W];
+        let r = &mut m[j * l..][..W];
         for c in 0..W {
             r[c] = exp_f32(r[c] - top[c]);
         }
     }
     let mut iz = [0.0f32; W];
     for (c, iz) in iz.iter_mut().enumerate() {
-        let rem = (n8..l).map(|j| m[j * stride + c]).sum::<f32>();
+        let rem = (n8..l).map(|j| m[j * l + c]).sum::<f32>();
         *iz = 1.0 / (rem + z.iter().map(|lane| lane[c]).sum::<f32>());
     }
     for j in 0..l {
-        let r = &mut m[j * stride..][..W];
+        let r = &mut m[j * l..][..W];
         for c in 0..W {
             r[c] *= iz[c];
         }
