@@ -37,8 +37,10 @@ fn main() -> candle_core::Result<()> {
     };
     println!("| cin → cout, h×w | images per product | shipped (µs per team) | im2col + GEMM | implicit GEMM | products alone | GFLOP/s: shipped, im2col + GEMM, products alone | shipped = im2col bits | implicit's max |Δ| |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    // Expert c's 3×3 shapes ([16, 32, 32] channels), then the diffusers-course MNIST model's ([32, 64, 64]).
-    for &(cin, cout, h) in &[(16, 16, 28), (32, 16, 28), (32, 32, 14), (32, 32, 7), (64, 32, 28), (64, 64, 14), (64, 64, 7)] {
+    // Expert a's 3×3 shapes ([16, 32, 32] channels), then expert c's and the diffusers-course MNIST
+    // model's ([32, 64, 64]), then two wide ones on 7- and 8-pixel rows (DDPM-CIFAR-10 has 256 channels
+    // on 8×8), where im2col + GEMM stays.
+    for &(cin, cout, h) in &[(16, 16, 28), (32, 16, 28), (32, 32, 14), (32, 32, 7), (64, 32, 28), (64, 64, 14), (64, 64, 7), (256, 256, 8), (128, 128, 7)] {
         let w = h;
         let p = h * w;
         let wt = normal(cout * cin * 9, (1.0 / (9.0 * cin as f64)).sqrt());

@@ -103,24 +103,20 @@ impl Conv {
         let p = oh * ow;
         let kk = self.cin * self.k * self.k;
         if self.direct(oh, ow, h, w, up) {
-            let mut outs = Vec::with_capacity(xs.len());
-            for g in xs.chunks(group.max(1)) {
-                // The k blocks of the product the im2col path would make for this group.
-                let kc = super::direct::gemm_kc(g.len() * p, self.cout, kk);
-                outs.extend(super::direct::conv3x3(g, h, w, up, self.cin, &self.w, &self.b, kc, col));
-                *flops += 2 * (self.cout * g.len() * p * kk) as u64;
-            }
-            return (outs, oh, ow);
+            // The k blocks of the product the im2col path would make for each image's group.
+            let kcs: Vec<usize> = xs.chunks(group.max(1)).flat_map(|g| std::iter::repeat_n(super::direct::gemm_kc(g.len() * p, self.cout, kk), g.len())).collect();
+            *flops += 2 * (self.cout * xs.len() * p * kk) as u64;
+            return (super::direct::conv3x3(xs, &kcs, h, w, up, self.cin, &self.w, &self.b, col), oh, ow);
         }
         self.forward_many_gemm(xs, h, w, up, group, col, flops)
     }
 
     /// Whether [`Self::forward_many`] takes the direct path ([`super::direct`]): a 3×3 same-size
-    /// convolution, stride 1 and padding 1, of rows of at least `direct::MIN_W` pixels into at least
-    /// `direct::NC` channels, on a CPU and build that run it.
+    /// convolution, stride 1 and padding 1, on the row widths and channels `direct::takes` names, on
+    /// a CPU and build that run it.
     pub(super) fn direct(&self, oh: usize, ow: usize, h: usize, w: usize, up: bool) -> bool {
         let (vh, vw) = if up { (2 * h, 2 * w) } else { (h, w) };
-        self.k == 3 && self.stride == 1 && self.pad == [1; 4] && (oh, ow) == (vh, vw) && ow >= super::direct::MIN_W && self.cout >= super::direct::NC && super::direct::available()
+        self.k == 3 && self.stride == 1 && self.pad == [1; 4] && (oh, ow) == (vh, vw) && super::direct::takes(ow, self.cout) && super::direct::available()
     }
 
     /// [`Self::forward_many`] by im2col and `gemm` only (the direct path gives its bits).

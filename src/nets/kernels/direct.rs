@@ -2,18 +2,32 @@
 //! im2col: an AVX-512 microkernel reads the zero-padded image at each tap's offset. It gives the bits of
 //! the im2col + `gemm` path (tested): each output is the bias plus the taps' products summed by fused
 //! multiply-adds in the same order, in the same blocks of the inner dimension as `gemm` cuts it. Used
-//! where the CPU has AVX-512F in the `avx512` build (the kernels that `gemm` then runs), on rows of at
-//! least [`MIN_W`] pixels and at least [`NC`] output channels.
+//! where the CPU has AVX-512F in the `avx512` build (the kernels that `gemm` then runs), on the
+//! shapes [`takes`] names.
 
 /// Pixel vectors (16 lanes each) per register tile.
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
 const NV: usize = 3;
 /// Output channels per register tile.
 pub(super) const NC: usize = 8;
-/// The narrowest output rows the direct path takes: it computes the two padding columns of each row
-/// too (2 of w + 2), and on 7-pixel rows that waste made it slower than im2col
-/// (`cargo run --release --example direct_conv`).
-pub(super) const MIN_W: usize = 14;
+/// Output rows at least this wide take the direct path whatever the channels.
+const MIN_W: usize = 14;
+/// Rows from [`NARROW_W`] to [`MIN_W`] pixels take it into at most this many channels. Each row
+/// computes one padding column too (w + 1 positions) and the last vector of a plane is part padding,
+/// so on narrow rows up to a third of the work is thrown away; im2col's cost next to the product's
+/// falls as the channels grow, and there it wins: on 7×7 rows, direct against im2col + GEMM was
+/// 184 against 235 µs into 32 channels, 697 against 758 into 64, 2811 against 2722 into 128, and on
+/// 8×8 rows into 256, 14.0 against 13.1 ms; on 4×4 rows into 256, 5.7 against 3.5 ms
+/// (`cargo run --release --example conv_lowering`, one thread, Zen 4).
+const NARROW_MAX_C: usize = 64;
+/// The narrowest rows the direct path takes.
+const NARROW_W: usize = 7;
+
+/// Whether output rows of `ow` pixels into `cout` channels take the direct path (on a CPU and build
+/// that run it, [`available`]).
+pub(super) fn takes(ow: usize, cout: usize) -> bool {
+    cout >= NC && (ow >= MIN_W || (ow >= NARROW_W && cout <= NARROW_MAX_C))
+}
 
 /// Whether this CPU and build run the direct path.
 pub(super) fn available() -> bool {
@@ -41,9 +55,9 @@ pub(super) fn gemm_kc(m: usize, n: usize, k: usize) -> usize {
 
 /// Scratch sizes and the layout of one image's padded planes.
 struct Plan {
-    /// Padded row length (w + 2).
+    /// Padded row length (w + 1): the zero column after each row is also the one before the next.
     pw: usize,
-    /// Computed positions per channel (h rows of pw, rounded up to whole tiles).
+    /// Computed positions per channel (h rows of pw, rounded up to whole vectors of 16).
     lr: usize,
     /// Distance between padded input channels.
     s: usize,
@@ -54,24 +68,43 @@ const MARGIN: usize = 8;
 
 impl Plan {
     fn of(vh: usize, vw: usize) -> Self {
-        let pw = vw + 2;
+        let pw = vw + 1;
         let tile = 48;
-        let lr = (vh * pw).div_ceil(tile) * tile;
+        let lr = (vh * pw).div_ceil(16) * 16;
         Plan { pw, lr, s: MARGIN + (vh + 2) * pw + tile + pw + 8 }
     }
 }
 
+/// Where each 16-position vector of a tile goes in the output: the mask of its positions that are
+/// pixels (not the padding column, not past the last row) and the index of its first pixel.
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+fn placements(plan: &Plan, vh: usize, vw: usize) -> Vec<(u16, usize)> {
+    let n = vh * plan.pw;
+    (0..plan.lr / 16)
+        .map(|v| {
+            let p0 = 16 * v;
+            let mask = (0..16).filter(|&i| p0 + i < n && (p0 + i) % plan.pw < vw).fold(0u16, |m, i| m | 1 << i);
+            let first = if p0 < n { (p0 / plan.pw) * vw + (p0 % plan.pw).min(vw) } else { vh * vw };
+            (mask, first)
+        })
+        .collect()
+}
+
 /// The convolution of each image of `xs` ([cin, h·w]; upsampled 2× first when `up`) by the weights
-/// `wt` [cout, cin·9] and `bias`, into new [cout, vh·vw] buffers; `kc` is the inner-dimension block
-/// ([`gemm_kc`]) and `scratch` is reused. The caller checks [`available`] and the shape conditions.
+/// `wt` [cout, cin·9] and `bias`, into new [cout, vh·vw] buffers; `kcs[i]` is image i's
+/// inner-dimension block ([`gemm_kc`] of the product its group would make) and `scratch` is reused.
+/// The caller checks [`available`] and the shape conditions.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn conv3x3(xs: &[Vec<f32>], h: usize, w: usize, up: bool, cin: usize, wt: &[f32], bias: &[f32], kc: usize, scratch: &mut Vec<f32>) -> Vec<Vec<f32>> {
+pub(super) fn conv3x3(xs: &[Vec<f32>], kcs: &[usize], h: usize, w: usize, up: bool, cin: usize, wt: &[f32], bias: &[f32], scratch: &mut Vec<f32>) -> Vec<Vec<f32>> {
+    debug_assert_eq!(xs.len(), kcs.len());
     let cout = bias.len();
     let kk = cin * 9;
     let (vh, vw) = if up { (2 * h, 2 * w) } else { (h, w) };
     let plan = Plan::of(vh, vw);
     let nb = cout.div_ceil(NC);
-    let (nw, nx, no) = (nb * kk * NC, cin * plan.s, nb * NC * plan.lr);
+    // Partial sums between k blocks, only when some image's k is cut into several.
+    let blocks = kcs.iter().any(|&kc| kc < kk);
+    let (nw, nx, no) = (nb * kk * NC, cin * plan.s, if blocks { nb * NC * plan.lr } else { 0 });
     scratch.clear();
     scratch.resize(nw + nx + no, 0.0);
     let (wp, rest) = scratch.split_at_mut(nw);
@@ -86,13 +119,18 @@ pub(super) fn conv3x3(xs: &[Vec<f32>], h: usize, w: usize, up: bool, cin: usize,
     let pw = plan.pw as isize;
     let offk: Vec<isize> = (0..kk).map(|k| (k / 9 * plan.s) as isize + ((k % 9 / 3) as isize - 1) * pw + (k % 3) as isize - 1).collect();
     let base = MARGIN + plan.pw;
+    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+    let place = placements(&plan, vh, vw);
+    let mut bpad = bias.to_vec();
+    bpad.resize(nb * NC, 0.0);
     let mut outs = Vec::with_capacity(xs.len());
-    for x in xs {
+    for (x, &kc) in xs.iter().zip(kcs) {
         debug_assert_eq!(x.len(), cin * h * w);
+        // The pixels of each channel; the padding stays zero from the fill above.
         for c in 0..cin {
             let ch = &mut xp[c * plan.s..(c + 1) * plan.s];
             for y in 0..vh {
-                let d = &mut ch[MARGIN + (y + 1) * plan.pw + 1..][..vw];
+                let d = &mut ch[base + y * plan.pw..][..vw];
                 if up {
                     let src = &x[c * h * w + (y >> 1) * w..][..w];
                     d.iter_mut().enumerate().for_each(|(i, v)| *v = src[i >> 1]);
@@ -101,68 +139,105 @@ pub(super) fn conv3x3(xs: &[Vec<f32>], h: usize, w: usize, up: bool, cin: usize,
                 }
             }
         }
-        for (co, row) in op.chunks_mut(plan.lr).enumerate() {
-            row.fill(bias.get(co).copied().unwrap_or(0.0));
-        }
+        let mut out = Vec::<f32>::with_capacity(cout * vh * vw);
         #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
         // SAFETY: the caller checked `available()` (AVX-512F); every position the kernel reads,
-        // base + t + offk[k] + 47 for t < lr, lies inside xp by Plan's slack, and it writes op's
-        // nb·NC rows of lr.
+        // base + t + offk[k] for t < lr, lies inside xp by Plan's slack; op holds nb·NC rows of
+        // lr when k is cut into blocks; the kernel writes each of out's cout·vh·vw values once (the
+        // placements cover every pixel of the h rows), so its length may then be set.
         unsafe {
-            kernel(xp, base, &offk, wp, nb, kc, plan.lr, op)
-        };
-        let mut out = Vec::with_capacity(cout * vh * vw);
-        for co in 0..cout {
-            for y in 0..vh {
-                out.extend_from_slice(&op[co * plan.lr + y * plan.pw + 1..][..vw]);
-            }
+            kernel(xp, base, &offk, wp, &bpad, cout, kc, plan.lr, &place, vh * vw, op, out.as_mut_ptr());
+            out.set_len(cout * vh * vw);
         }
         outs.push(out);
     }
     outs
 }
 
-/// op[j][t] += Σ_k wp[k][j]·xp[base + t + offk[k]] for every tile of NV·16 positions t < lr and
-/// every block of NC channels, k summed from zero in blocks of kc, each block's sum then added to op.
+/// For every tile of NV·16 positions t < lr (the last one shorter when lr is not a multiple) and
+/// every block of NC channels j: out_j[t] = bias[j] + Σ_k wp[k][j]·xp[base + t + offk[k]], k summed
+/// from zero in blocks of kc and each block's sum added to the running total (kept in op between
+/// blocks), as `gemm` does; the last block's totals go to the pixels' places in `out` ([cout, n]),
+/// by `place`.
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn kernel(xp: &[f32], base: usize, offk: &[isize], wp: &[f32], nb: usize, kc: usize, lr: usize, op: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let kk = offk.len();
-    let (xp, wp, opp) = (xp.as_ptr().add(base), wp.as_ptr(), op.as_mut_ptr());
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(xp: &[f32], base: usize, offk: &[isize], wp: &[f32], bias: &[f32], cout: usize, kc: usize, lr: usize, place: &[(u16, usize)], n: usize, op: &mut [f32], out: *mut f32) {
+    let f = Fixed { xp: xp.as_ptr().add(base), offk, wp: wp.as_ptr(), bias, cout, kc, lr, place, n, op: op.as_mut_ptr(), out };
     let mut t = 0;
-    while t < lr {
-        for cb in 0..nb {
-            let wb = wp.add(cb * kk * NC);
-            let mut k0 = 0;
-            while k0 < kk {
-                let k1 = (k0 + kc).min(kk);
-                let mut acc = [[_mm512_setzero_ps(); NC]; NV];
-                for k in k0..k1 {
-                    let p = xp.offset(t as isize + *offk.get_unchecked(k));
-                    let mut a = [_mm512_setzero_ps(); NV];
-                    for (v, a) in a.iter_mut().enumerate() {
-                        *a = _mm512_loadu_ps(p.add(16 * v));
-                    }
-                    let wv = wb.add(k * NC);
-                    for j in 0..NC {
-                        let b = _mm512_set1_ps(*wv.add(j));
-                        for v in 0..NV {
-                            acc[v][j] = _mm512_fmadd_ps(a[v], b, acc[v][j]);
-                        }
-                    }
-                }
-                for (v, accv) in acc.iter().enumerate() {
-                    for (j, a) in accv.iter().enumerate() {
-                        let q = opp.add((cb * NC + j) * lr + t + 16 * v);
-                        _mm512_storeu_ps(q, _mm512_add_ps(_mm512_loadu_ps(q), *a));
-                    }
-                }
-                k0 = k1;
-            }
-        }
+    while t + NV * 16 <= lr {
+        tile::<NV>(&f, t);
         t += NV * 16;
+    }
+    match (lr - t) / 16 {
+        2 => tile::<2>(&f, t),
+        1 => tile::<1>(&f, t),
+        _ => {}
+    }
+}
+
+/// What every tile of [`kernel`] shares.
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+struct Fixed<'a> {
+    xp: *const f32,
+    offk: &'a [isize],
+    wp: *const f32,
+    bias: &'a [f32],
+    cout: usize,
+    kc: usize,
+    lr: usize,
+    place: &'a [(u16, usize)],
+    n: usize,
+    op: *mut f32,
+    out: *mut f32,
+}
+
+/// [`kernel`]'s work on the V·16 positions from t.
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile<const V: usize>(f: &Fixed, t: usize) {
+    use std::arch::x86_64::*;
+    let kk = f.offk.len();
+    for cb in 0..f.bias.len() / NC {
+        let wb = f.wp.add(cb * kk * NC);
+        let mut k0 = 0;
+        while k0 < kk {
+            let k1 = (k0 + f.kc).min(kk);
+            let mut acc = [[_mm512_setzero_ps(); NC]; V];
+            for k in k0..k1 {
+                let p = f.xp.offset(t as isize + *f.offk.get_unchecked(k));
+                let mut a = [_mm512_setzero_ps(); V];
+                for (v, a) in a.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps(p.add(16 * v));
+                }
+                let wv = wb.add(k * NC);
+                for j in 0..NC {
+                    let b = _mm512_set1_ps(*wv.add(j));
+                    for v in 0..V {
+                        acc[v][j] = _mm512_fmadd_ps(a[v], b, acc[v][j]);
+                    }
+                }
+            }
+            for (v, accv) in acc.iter().enumerate() {
+                let (mask, first) = *f.place.get_unchecked(t / 16 + v);
+                for (j, a) in accv.iter().enumerate() {
+                    let c = cb * NC + j;
+                    let q = f.op.add(c * f.lr + t + 16 * v);
+                    let prev = if k0 == 0 { _mm512_set1_ps(*f.bias.get_unchecked(c)) } else { _mm512_loadu_ps(q) };
+                    let sum = _mm512_add_ps(prev, *a);
+                    if k1 < kk {
+                        _mm512_storeu_ps(q, sum);
+                    } else if c < f.cout && mask != 0 {
+                        // The pixels among these 16 positions are consecutive in out.
+                        let packed = _mm512_maskz_compress_ps(mask, sum);
+                        _mm512_mask_storeu_ps(f.out.add(c * f.n + first), (1u32 << mask.count_ones()).wrapping_sub(1) as u16, packed);
+                    }
+                }
+            }
+            k0 = k1;
+        }
     }
 }
 
@@ -196,6 +271,9 @@ mod tests {
             (96, 64, 14, 14, false, 6, 5),
             (128, 64, 16, 16, false, 2, 4),
             (32, 32, 7, 7, true, 5, 5),
+            (32, 32, 7, 7, false, 16, 16),
+            (64, 64, 7, 7, false, 9, 16),
+            (64, 48, 8, 8, false, 3, 3),
             (3, 12, 20, 17, false, 3, 2),
             (20, 20, 15, 14, false, 2, 1),
             (256, 16, 14, 14, false, 2, 2),
