@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::nets::header::backend;
-use crate::nets::kernels::{host, Act, AttnRec, Conv, Grads, Lin, Norm, SelfAttention, Tensor2};
+use crate::nets::kernels::{host, Act, AttnRec, ChannelMap, Conv, Grads, Lin, Norm, SelfAttention, Tensor2};
 use crate::nets::unet2d::{Attn, GNorm, Resnet, TimeProj, Unet2d};
 
 fn norm(g: &GNorm) -> candle_core::Result<Norm> {
@@ -51,23 +51,24 @@ impl Res {
     fn forward(&self, xs: &[Vec<f32>], h: usize, w: usize, embs: &[Vec<f32>], ws: &mut Work, tape: Option<&mut Vec<ResRec>>) -> Vec<Vec<f32>> {
         let hw = h * w;
         let g = group(hw);
+        // Each norm (and its activation) is applied by the convolution after it, as it copies its input.
         let st1: Vec<Vec<(f64, f64)>> = xs.iter().map(|x| self.norm1.stats(x, hw, None)).collect();
-        let a: Vec<Vec<f32>> = xs.iter().zip(&st1).map(|(x, st)| self.norm1.apply_with(x, hw, st, None, None, Some(self.act))).collect();
-        let (hb, _, _) = self.conv1.forward_many(&a, h, w, false, g, &mut ws.col, &mut ws.flops);
-        let ts: Vec<Vec<f32>> = embs.iter().map(|emb| self.temb.vec(emb, Some(self.act))).collect();
+        let m1: Vec<ChannelMap> = st1.iter().map(|st| ChannelMap { maps: self.norm1.maps(st, None, None), act: Some(self.act) }).collect();
+        let (hb, _, _) = self.conv1.forward_many_mapped(xs, Some(&m1), h, w, false, g, &mut ws.col, &mut ws.flops);
+        let ts = per_distinct(embs, |emb| self.temb.vec(emb, Some(self.act)));
         let mut st2 = Vec::with_capacity(xs.len());
-        let a2: Vec<Vec<f32>> = hb
+        let m2: Vec<ChannelMap> = hb
             .iter()
             .zip(&ts)
             .map(|(hb, t)| {
                 let (shift, post) = self.time_terms(t);
                 let st = self.norm2.stats(hb, hw, shift);
-                let y = self.norm2.apply_with(hb, hw, &st, shift, post, Some(self.act));
+                let m = ChannelMap { maps: self.norm2.maps(&st, shift, post), act: Some(self.act) };
                 st2.push(st);
-                y
+                m
             })
             .collect();
-        let (mut out, _, _) = self.conv2.forward_many(&a2, h, w, false, g, &mut ws.col, &mut ws.flops);
+        let (mut out, _, _) = self.conv2.forward_many_mapped(&hb, Some(&m2), h, w, false, g, &mut ws.col, &mut ws.flops);
         let skip = self.shortcut.as_ref().map(|s| s.forward_many(xs, h, w, false, g, &mut ws.col, &mut ws.flops).0);
         let d = self.out_scale;
         for (i, o) in out.iter_mut().enumerate() {
@@ -651,17 +652,16 @@ impl Unet2dCpu {
 
     /// The time embedding (plus the class embedding) of each image.
     fn embeddings(&self, t: &[f32], class: Option<&[u32]>) -> Vec<Vec<f32>> {
-        (0..t.len())
-            .map(|i| {
-                let (feat, _) = self.time.features(&t[i..i + 1]);
-                let mut emb = self.lin2.vec(&self.lin1.vec(&feat, None), Some(Act::Silu));
-                if let (Some((dim, e)), Some(l)) = (&self.class_emb, class) {
-                    let l = l[i] as usize;
-                    emb.iter_mut().zip(&e[l * dim..(l + 1) * dim]).for_each(|(a, &b)| *a += b);
-                }
-                emb
-            })
-            .collect()
+        let keys: Vec<(f32, u32)> = (0..t.len()).map(|i| (t[i], class.map_or(0, |c| c[i]))).collect();
+        per_distinct(&keys, |&(ti, l)| {
+            let (feat, _) = self.time.features(&[ti]);
+            let mut emb = self.lin2.vec(&self.lin1.vec(&feat, None), Some(Act::Silu));
+            if let (Some((dim, e)), Some(_)) = (&self.class_emb, class) {
+                let l = l as usize;
+                emb.iter_mut().zip(&e[l * dim..(l + 1) * dim]).for_each(|(a, &b)| *a += b);
+            }
+            emb
+        })
     }
 
     /// Vector–Jacobian products: the gradient with respect to each image of `x` of v · net(x) at
@@ -783,6 +783,34 @@ impl Unet2dCpu {
 
 /// Each image's gradient cut after its first `split` values: the part from below and the skip's.
 #[allow(clippy::type_complexity)]
+/// `f` of each item, computed once per run of consecutive items with the same bits (a batch at one
+/// timestep shares its time embeddings; the same function of the same bits gives the same bits).
+fn per_distinct<K: Bits, T: Clone>(items: &[K], f: impl Fn(&K) -> T) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    for (i, it) in items.iter().enumerate() {
+        let y = if i > 0 && it.same_bits(&items[i - 1]) { out[i - 1].clone() } else { f(it) };
+        out.push(y);
+    }
+    out
+}
+
+/// Equality of bits (0.0 and −0.0 differ, a NaN equals itself).
+trait Bits {
+    fn same_bits(&self, other: &Self) -> bool;
+}
+
+impl Bits for Vec<f32> {
+    fn same_bits(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().zip(other).all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
+
+impl Bits for (f32, u32) {
+    fn same_bits(&self, other: &Self) -> bool {
+        (self.0.to_bits(), self.1) == (other.0.to_bits(), other.1)
+    }
+}
+
 fn split_channels(dcat: Vec<Vec<f32>>, split: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     dcat.into_iter()
         .map(|mut d| {

@@ -2,7 +2,7 @@
 //! same-size taps as one shifted copy), several images per product, the adjoint col2im for input
 //! gradients and dW = dy colᵀ for weight gradients.
 
-use super::{add_row_sums, gemm, host, Grads, Tensor2};
+use super::{add_row_sums, gemm, host, ChannelMap, Grads, Tensor2};
 
 /// A 2-D convolution with weights [cout, cin·k·k] (PyTorch's [cout, cin, k, k] flattened) and a bias.
 #[derive(Clone, Debug)]
@@ -99,6 +99,14 @@ impl Conv {
     /// products; the same images in the same groups give the same bits). Returns the outputs and (oh, ow).
     #[allow(clippy::too_many_arguments)]
     pub fn forward_many(&self, xs: &[Vec<f32>], h: usize, w: usize, up: bool, group: usize, col: &mut Vec<f32>, flops: &mut u64) -> (Vec<Vec<f32>>, usize, usize) {
+        self.forward_many_mapped(xs, None, h, w, up, group, col, flops)
+    }
+
+    /// [`Self::forward_many`] of `maps[i]` applied to each image `xs[i]` (a norm and its activation),
+    /// with the bits of applying them first: the direct path applies them as it copies its input, so
+    /// the mapped images are never stored.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_many_mapped(&self, xs: &[Vec<f32>], maps: Option<&[ChannelMap]>, h: usize, w: usize, up: bool, group: usize, col: &mut Vec<f32>, flops: &mut u64) -> (Vec<Vec<f32>>, usize, usize) {
         let (oh, ow) = self.out_hw(h, w, up);
         let p = oh * ow;
         let kk = self.cin * self.k * self.k;
@@ -106,9 +114,15 @@ impl Conv {
             // The k blocks of the product the im2col path would make for each image's group.
             let kcs: Vec<usize> = xs.chunks(group.max(1)).flat_map(|g| std::iter::repeat_n(super::direct::gemm_kc(g.len() * p, self.cout, kk), g.len())).collect();
             *flops += 2 * (self.cout * xs.len() * p * kk) as u64;
-            return (super::direct::conv3x3(xs, &kcs, h, w, up, self.cin, &self.w, &self.b, col), oh, ow);
+            return (super::direct::conv3x3(xs, maps, &kcs, h, w, up, self.cin, &self.w, &self.b, col), oh, ow);
         }
-        self.forward_many_gemm(xs, h, w, up, group, col, flops)
+        match maps {
+            Some(maps) => {
+                let a: Vec<Vec<f32>> = xs.iter().zip(maps).map(|(x, m)| m.apply(x, h * w)).collect();
+                self.forward_many_gemm(&a, h, w, up, group, col, flops)
+            }
+            None => self.forward_many_gemm(xs, h, w, up, group, col, flops),
+        }
     }
 
     /// Whether [`Self::forward_many`] takes the direct path ([`super::direct`]): a 3×3 same-size

@@ -5,6 +5,8 @@
 //! where the CPU has AVX-512F in the `avx512` build (the kernels that `gemm` then runs), on the
 //! shapes [`takes`] names.
 
+use super::norm::ChannelMap;
+
 /// Pixel vectors (16 lanes each) per register tile.
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
 const NV: usize = 3;
@@ -90,12 +92,13 @@ fn placements(plan: &Plan, vh: usize, vw: usize) -> Vec<(u16, usize)> {
         .collect()
 }
 
-/// The convolution of each image of `xs` ([cin, h·w]; upsampled 2× first when `up`) by the weights
+/// The convolution of each image of `xs` ([cin, h·w]; mapped by `maps[i]` when given, then upsampled
+/// 2× when `up`) by the weights
 /// `wt` [cout, cin·9] and `bias`, into new [cout, vh·vw] buffers; `kcs[i]` is image i's
 /// inner-dimension block ([`gemm_kc`] of the product its group would make) and `scratch` is reused.
 /// The caller checks [`available`] and the shape conditions.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn conv3x3(xs: &[Vec<f32>], kcs: &[usize], h: usize, w: usize, up: bool, cin: usize, wt: &[f32], bias: &[f32], scratch: &mut Vec<f32>) -> Vec<Vec<f32>> {
+pub(super) fn conv3x3(xs: &[Vec<f32>], maps: Option<&[ChannelMap]>, kcs: &[usize], h: usize, w: usize, up: bool, cin: usize, wt: &[f32], bias: &[f32], scratch: &mut Vec<f32>) -> Vec<Vec<f32>> {
     debug_assert_eq!(xs.len(), kcs.len());
     let cout = bias.len();
     let kk = cin * 9;
@@ -124,18 +127,27 @@ pub(super) fn conv3x3(xs: &[Vec<f32>], kcs: &[usize], h: usize, w: usize, up: bo
     let mut bpad = bias.to_vec();
     bpad.resize(nb * NC, 0.0);
     let mut outs = Vec::with_capacity(xs.len());
-    for (x, &kc) in xs.iter().zip(kcs) {
+    let mut mapped = vec![0.0f32; if maps.is_some() { h * w } else { 0 }];
+    for (i, (x, &kc)) in xs.iter().zip(kcs).enumerate() {
         debug_assert_eq!(x.len(), cin * h * w);
-        // The pixels of each channel; the padding stays zero from the fill above.
+        // The pixels of each channel (mapped first when asked); the padding stays zero from the
+        // fill above.
         for c in 0..cin {
+            let src = match maps {
+                Some(m) => {
+                    m[i].apply_channel(c, &x[c * h * w..(c + 1) * h * w], &mut mapped);
+                    &mapped[..]
+                }
+                None => &x[c * h * w..(c + 1) * h * w],
+            };
             let ch = &mut xp[c * plan.s..(c + 1) * plan.s];
             for y in 0..vh {
                 let d = &mut ch[base + y * plan.pw..][..vw];
                 if up {
-                    let src = &x[c * h * w + (y >> 1) * w..][..w];
+                    let src = &src[(y >> 1) * w..][..w];
                     d.iter_mut().enumerate().for_each(|(i, v)| *v = src[i >> 1]);
                 } else {
-                    d.copy_from_slice(&x[c * h * w + y * w..][..w]);
+                    d.copy_from_slice(&src[y * w..][..w]);
                 }
             }
         }

@@ -64,7 +64,7 @@ pub mod norm;
 pub use attention::{AttnRec, SelfAttention};
 pub use conv::Conv;
 pub use linear::Lin;
-pub use norm::{Norm, NormBack};
+pub use norm::{ChannelMap, Norm, NormBack};
 
 /// An activation function, applied element-wise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -62,13 +62,18 @@ impl Norm {
 
     /// [`Self::apply`] with the statistics given.
     pub fn apply_with(&self, x: &[f32], hw: usize, st: &[(f64, f64)], shift_in: Option<&[f32]>, post: Option<(&[f32], &[f32])>, act: Option<Act>) -> Vec<f32> {
+        ChannelMap { maps: self.maps(st, shift_in, post), act }.apply(x, hw)
+    }
+
+    /// The per-channel maps x ↦ x·m + q that [`Self::apply_with`] applies before the activation.
+    pub fn maps(&self, st: &[(f64, f64)], shift_in: Option<&[f32]>, post: Option<(&[f32], &[f32])>) -> Vec<(f32, f32)> {
         let cg = self.gamma.len() / self.groups;
-        let mut out = vec![0.0f32; x.len()];
-        for ch in 0..self.gamma.len() {
-            let (m, q, _) = self.coeffs(ch, st[ch / cg], shift_in, post);
-            affine_act(act, &x[ch * hw..(ch + 1) * hw], &mut out[ch * hw..(ch + 1) * hw], m, q);
-        }
-        out
+        (0..self.gamma.len())
+            .map(|ch| {
+                let (m, q, _) = self.coeffs(ch, st[ch / cg], shift_in, post);
+                (m, q)
+            })
+            .collect()
     }
 
     /// The gradient with respect to x of Σ dy · [`Self::apply`] at x (shift_in and post held fixed), from
@@ -246,6 +251,32 @@ fn affine_act_body(act: Option<Act>, src: &[f32], dst: &mut [f32], m: f32, q: f3
         }),
         Some(Act::Relu) => it.for_each(|(d, &v)| *d = (v * m + q).max(0.0)),
         Some(a) => it.for_each(|(d, &v)| *d = a.at(v * m + q)),
+    }
+}
+
+/// act(x·m_c + q_c) on each channel c of an image: a norm's application ([`Norm::maps`]), which a
+/// convolution can fuse into the copy it makes of its input.
+#[derive(Clone, Debug)]
+pub struct ChannelMap {
+    /// (m, q) per channel.
+    pub maps: Vec<(f32, f32)>,
+    pub act: Option<Act>,
+}
+
+impl ChannelMap {
+    /// The map on `x` [C, hw].
+    pub fn apply(&self, x: &[f32], hw: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; x.len()];
+        for (ch, &(m, q)) in self.maps.iter().enumerate() {
+            affine_act(self.act, &x[ch * hw..(ch + 1) * hw], &mut out[ch * hw..(ch + 1) * hw], m, q);
+        }
+        out
+    }
+
+    /// The map on one channel `src` into `dst`.
+    pub(super) fn apply_channel(&self, ch: usize, src: &[f32], dst: &mut [f32]) {
+        let (m, q) = self.maps[ch];
+        affine_act(self.act, src, dst, m, q);
     }
 }
 
