@@ -2,7 +2,7 @@
 //! pass (the probabilities recomputed from the kept projections).
 
 use super::{gemm, Grads, Lin, Norm};
-use crate::lanes::exp_f32;
+use super::exp_fma;
 
 /// diffusers' `Attention` on an image: group norm, q/k/v projections, softmax(q kᵀ/√d) v per head, the
 /// output projection, the residual, and division by `rescale`.
@@ -155,7 +155,7 @@ fn softmax_body(row: &mut [f32]) {
         }
     }
     let m = it.remainder().iter().chain(&mx).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-    row.iter_mut().for_each(|v| *v = exp_f32(*v - m));
+    row.iter_mut().for_each(|v| *v = exp_fma(*v - m));
     let mut z = [0.0f32; 8];
     let mut it = row.chunks_exact(8);
     for c in &mut it {
@@ -229,7 +229,7 @@ fn softmax_block(m: &mut [f32], l: usize) {
         for (t, lane) in z.iter_mut().enumerate() {
             let r = &mut m[(jb + t) * l..][..W];
             for c in 0..W {
-                r[c] = exp_f32(r[c] - top[c]);
+                r[c] = exp_fma(r[c] - top[c]);
                 lane[c] += r[c];
             }
         }
@@ -237,7 +237,7 @@ fn softmax_block(m: &mut [f32], l: usize) {
     for j in n8..l {
         let r = &mut m[j * l..][..W];
         for c in 0..W {
-            r[c] = exp_f32(r[c] - top[c]);
+            r[c] = exp_fma(r[c] - top[c]);
         }
     }
     let mut iz = [0.0f32; W];

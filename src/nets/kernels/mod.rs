@@ -17,9 +17,11 @@ use candle_core::Tensor;
 use crate::lanes::exp_f32;
 
 /// Defines `fn $name(args)` running `$body(args)` (an `#[inline(always)]` function) compiled for
-/// AVX-512F where the CPU has it (`$wide`), else for AVX2 (`$avx2`), else for the baseline. The bodies
-/// use no fused multiply-add and sum in fixed lanes, so each element sees the same operations in the
-/// same order in every build: the three give the same bits (tested), only the vector width differs.
+/// AVX-512F where the CPU has it (`$wide`), else for AVX2 with FMA (`$avx2`), else for the baseline.
+/// The bodies sum in fixed lanes and fuse a multiply and an add only by `f32::mul_add`, which rounds
+/// once on every target (an instruction in the two vector builds, a library call in the baseline), so
+/// each element sees the same operations in the same order in every build: the three give the same
+/// bits (tested), only the vector width differs.
 macro_rules! widest {
     ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:ident, $wide:ident, $avx2:ident) => {
         $(#[$m])*
@@ -31,8 +33,8 @@ macro_rules! widest {
                     // SAFETY: the CPU has AVX-512F (checked just above).
                     return unsafe { $wide($($arg),*) };
                 }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU has AVX2 (checked just above).
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
                     return unsafe { $avx2($($arg),*) };
                 }
             }
@@ -47,7 +49,7 @@ macro_rules! widest {
         }
 
         #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
+        #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
         unsafe fn $avx2($($arg: $ty),*) $(-> $ret)? {
             $body($($arg),*)
@@ -204,6 +206,23 @@ impl Grads {
     }
 }
 
+/// [`exp_f32`] (Cephes' expf) by fused multiply-adds, for the element-wise kernels whose speed its
+/// polynomial sets (softmax, SiLU): `f32::mul_add` rounds once on every target, so the bits are the
+/// same in each build of `widest!`, and half the additions go (the softmax of a 196 × 196 matrix
+/// took 0.36 against 0.50 ns per element on a Zen 4 core).
+#[inline(always)]
+pub(crate) fn exp_fma(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    let xc = x.clamp(-87.0, 88.0);
+    let t = xc.mul_add(std::f32::consts::LOG2_E, MAGIC);
+    let kf = t - MAGIC;
+    let k = t.to_bits() as i32 - MAGIC.to_bits() as i32;
+    // ln 2 = C1 + C2 with C1 exact in 9 bits; x − k·ln 2 by two fused steps.
+    let r = kf.mul_add(2.121_944_4e-4, kf.mul_add(-0.693_359_375, xc));
+    let p = r.mul_add(1.987_569_1e-4, 1.398_2e-3).mul_add(r, 8.333_452e-3).mul_add(r, 4.166_579_6e-2).mul_add(r, 1.666_666_5e-1).mul_add(r, 0.5);
+    (r * r).mul_add(p, r + 1.0) * f32::from_bits(((k + 127) << 23) as u32)
+}
+
 /// Σ over each row of `dy` [rows, n] into `db`.
 pub(crate) fn add_row_sums(dy: &[f32], n: usize, db: &mut [f32]) {
     for (r, d) in dy.chunks(n).zip(db.iter_mut()) {
@@ -214,6 +233,21 @@ pub(crate) fn add_row_sums(dy: &[f32], n: usize, db: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// exp_fma stays within one ulp of the correctly rounded exp over its whole range (as exp_f32
+    /// does), keeps NaN and clamps the ends.
+    #[test]
+    fn exp_fma_within_one_ulp_of_f64_exp() {
+        let mut worst = 0i64;
+        for i in 0..=200_000 {
+            let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+            let want = (x as f64).exp() as f32;
+            worst = worst.max((want.to_bits() as i64 - exp_fma(x).to_bits() as i64).abs());
+        }
+        assert!(worst <= 1, "worst {worst} ulp");
+        assert!(exp_fma(f32::NAN).is_nan());
+        assert!(exp_fma(-1e4) < 2e-38 && exp_fma(1e4) > 1e38);
+    }
 
     #[test]
     fn gemm_matches_naive_product_with_strides() {

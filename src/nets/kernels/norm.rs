@@ -1,9 +1,10 @@
 //! Group normalisation with its per-channel affine map, fused with the activation and the resnets' time
 //! terms (a shift before the statistics, or a scale and shift after), and its backward pass; the
-//! element-wise loops are compiled for AVX-512 or AVX2 where the CPU has them (no FMA: the same bits in every build).
+//! element-wise loops are compiled for AVX-512 or AVX2 where the CPU has them (the same bits in every
+//! build: `widest!`).
 
 use super::{Act, Grads, Tensor2};
-use crate::lanes::exp_f32;
+use super::exp_fma;
 
 /// Group normalisation with a per-channel affine map.
 #[derive(Clone, Debug)]
@@ -140,7 +141,7 @@ pub struct NormBack {
 widest! {
     /// The group norm backward's first pass over one channel: dz = dy·act'(x·m + q), g = dz·gch into `gb`,
     /// and the sums (Σg, Σg·x̂, Σdz, Σdz·x̂) with x̂ = x·xi + xc, in eight f64 lanes (the widest vectors the
-    /// CPU has; no FMA, so the same bits in every build).
+    /// CPU has; the same bits in every build).
     fn norm_pass1(act: Option<Act>, x: &[f32], dy: &[f32], m: f32, q: f32, xi: f32, xc: f32, gch: f32, gb: &mut [f32]) -> [f64; 4] => norm_pass1_body, norm_pass1_avx512, norm_pass1_avx2
 }
 
@@ -151,7 +152,7 @@ fn norm_pass1_body(act: Option<Act>, x: &[f32], dy: &[f32], m: f32, q: f32, xi: 
         None => pass1_with(|_| 1.0, x, dy, m, q, xi, xc, gch, gb),
         Some(Act::Silu) => pass1_with(
             |z| {
-                let s = 1.0 / (1.0 + exp_f32(-z));
+                let s = 1.0 / (1.0 + exp_fma(-z));
                 s * (1.0 + z * (1.0 - s))
             },
             x,
@@ -236,7 +237,7 @@ fn lane_sums_body(row: &[f32], a: f32, l1: &mut [f64; 8], l2: &mut [f64; 8]) {
 }
 
 widest! {
-    /// dst = act(src · m + q), element-wise (the widest build the CPU runs: no FMA, so the same bits).
+    /// dst = act(src · m + q), element-wise (the widest build the CPU runs; the same bits in each).
     fn affine_act(act: Option<Act>, src: &[f32], dst: &mut [f32], m: f32, q: f32) => affine_act_body, affine_act_avx512, affine_act_avx2
 }
 
@@ -247,7 +248,7 @@ fn affine_act_body(act: Option<Act>, src: &[f32], dst: &mut [f32], m: f32, q: f3
         None => it.for_each(|(d, &v)| *d = v * m + q),
         Some(Act::Silu) => it.for_each(|(d, &v)| {
             let z = v * m + q;
-            *d = z / (1.0 + exp_f32(-z));
+            *d = z / (1.0 + exp_fma(-z));
         }),
         Some(Act::Relu) => it.for_each(|(d, &v)| *d = (v * m + q).max(0.0)),
         Some(a) => it.for_each(|(d, &v)| *d = a.at(v * m + q)),
