@@ -167,10 +167,51 @@ impl Conv {
     }
 
     /// The gradient with respect to each input ([cin, h·w], upsampled 2× first when `up`) of
-    /// Σ dy · conv(x), for the output gradients `dys` ([cout, oh·ow] each): colᵀ = Wᵀ dy by one
-    /// matrix product per `group` images, then scattered back onto the input (the adjoint of im2col).
+    /// Σ dy · conv(x), for the output gradients `dys` ([cout, oh·ow] each). Where the forward pass is a
+    /// same-size 3×3 convolution, its adjoint is one too, by the weights flipped in both directions
+    /// with cin and cout swapped: the direct path runs it (on the upsampled grid when `up`, each 2 × 2
+    /// block then summed onto its pixel) where it takes cin output channels. Elsewhere
+    /// [`Self::backward_many_gemm`]; the two sum in other orders (equal to rounding: tested).
     #[allow(clippy::too_many_arguments)]
     pub fn backward_many(&self, dys: &[Vec<f32>], h: usize, w: usize, up: bool, group: usize, col: &mut Vec<f32>, flops: &mut u64) -> Vec<Vec<f32>> {
+        let (oh, ow) = self.out_hw(h, w, up);
+        let p = oh * ow;
+        let (vh, vw) = if up { (2 * h, 2 * w) } else { (h, w) };
+        if self.k == 3 && self.stride == 1 && self.pad == [1; 4] && (oh, ow) == (vh, vw) && super::direct::takes(ow, self.cin) && super::direct::available() {
+            let kk = self.cout * 9;
+            // W'[ci, co·9 + t] = W[co, ci·9 + 8 − t].
+            let mut wt = vec![0.0f32; self.cin * kk];
+            for co in 0..self.cout {
+                for ci in 0..self.cin {
+                    for t in 0..9 {
+                        wt[ci * kk + co * 9 + 8 - t] = self.w[co * self.cin * 9 + ci * 9 + t];
+                    }
+                }
+            }
+            let kcs: Vec<usize> = dys.chunks(group.max(1)).flat_map(|g| std::iter::repeat_n(super::direct::gemm_kc(g.len() * p, self.cin, kk), g.len())).collect();
+            *flops += 2 * (self.cin * dys.len() * p * kk) as u64;
+            let us = super::direct::conv3x3(dys, None, &kcs, oh, ow, false, self.cout, &wt, &vec![0.0; self.cin], col);
+            if !up {
+                return us;
+            }
+            return us
+                .iter()
+                .map(|u| {
+                    let mut dx = vec![0.0f32; self.cin * h * w];
+                    for (ci, d) in dx.chunks_mut(h * w).enumerate() {
+                        downsum2(&u[ci * p..(ci + 1) * p], h, w, d);
+                    }
+                    dx
+                })
+                .collect();
+        }
+        self.backward_many_gemm(dys, h, w, up, group, col, flops)
+    }
+
+    /// [`Self::backward_many`] by matrix products only: colᵀ = Wᵀ dy by one product per `group`
+    /// images, then scattered back onto the input (the adjoint of im2col).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_many_gemm(&self, dys: &[Vec<f32>], h: usize, w: usize, up: bool, group: usize, col: &mut Vec<f32>, flops: &mut u64) -> Vec<Vec<f32>> {
         let (oh, ow) = self.out_hw(h, w, up);
         let p = oh * ow;
         let kk = self.cin * self.k * self.k;

@@ -308,4 +308,53 @@ mod tests {
             }
         }
     }
+
+    /// The direct path's adjoint (the convolution by the flipped, transposed weights, then the 2 × 2
+    /// sums when upsampled) agrees with im2col's adjoint by matrix products to rounding. Each value is
+    /// a sum of K = 9·cout products taken in two orders, so the two differ by at most 2·γ_K·S with
+    /// γ_K = K·u/(1 − K·u), u = 2⁻²⁴, and S the sum of the products' magnitudes (the same adjoint of
+    /// |dy| by |W|, times 1 + γ_K for its own rounding); the difference must also be the same on every
+    /// image (no image may be skipped or written twice), so each value is checked.
+    #[test]
+    fn direct_adjoint_agrees_with_the_gemm_adjoint() {
+        if !super::available() {
+            eprintln!("no AVX-512F here (or the build lacks `avx512`): the direct path is not used, nothing to compare");
+            return;
+        }
+        let mut rng = crate::rng::seeded(4);
+        let mut normal = |n: usize, s: f64| {
+            let mut v = vec![0.0; n];
+            crate::rng::fill_normal(&mut rng, &mut v);
+            v.iter().map(|&x| (x * s) as f32).collect::<Vec<f32>>()
+        };
+        // (cin, cout, h, w, up, images, images per product)
+        let shapes = [(16, 16, 28, 28, false, 2, 1), (64, 32, 14, 14, false, 5, 5), (32, 32, 7, 7, true, 4, 4), (24, 20, 15, 14, false, 3, 2), (16, 1, 28, 28, false, 2, 1), (64, 256, 14, 14, false, 2, 2)];
+        for (cin, cout, h, w, up, n, g) in shapes {
+            let wt = normal(cout * cin * 9, (1.0 / (9.0 * cin as f64)).sqrt());
+            let conv_of = |wt: Vec<f32>| {
+                let weight = Tensor::from_vec(wt, (cout, cin, 3, 3), &Device::Cpu).unwrap();
+                Conv::from_candle(&Conv2d::new(weight, None, Conv2dConfig { padding: 1, ..Default::default() }), [1; 4]).unwrap()
+            };
+            let conv = conv_of(wt.clone());
+            let abs = conv_of(wt.iter().map(|v| v.abs()).collect());
+            let (oh, ow) = conv.out_hw(h, w, up);
+            let dys: Vec<Vec<f32>> = (0..n).map(|_| normal(cout * oh * ow, 1.0)).collect();
+            let ady: Vec<Vec<f32>> = dys.iter().map(|d| d.iter().map(|v| v.abs()).collect()).collect();
+            let (mut col, mut f1, mut f2, mut f3) = (Vec::new(), 0, 0, 0);
+            let got = conv.backward_many(&dys, h, w, up, g, &mut col, &mut f1);
+            let want = conv.backward_many_gemm(&dys, h, w, up, g, &mut col, &mut f2);
+            let mag = abs.backward_many_gemm(&ady, h, w, up, g, &mut col, &mut f3);
+            assert_eq!(f1, f2, "flop counts");
+            let k = (9 * cout * if up { 4 } else { 1 }) as f64;
+            let u = f64::powi(2.0, -24);
+            let gamma = k * u / (1.0 - k * u);
+            for (i, ((a, b), s)) in got.iter().zip(&want).zip(&mag).enumerate() {
+                assert_eq!(a.len(), b.len());
+                for (j, ((&x, &y), &m)) in a.iter().zip(b).zip(s).enumerate() {
+                    let bound = 2.0 * gamma * m as f64 * (1.0 + gamma);
+                    assert!(((x - y) as f64).abs() <= bound, "{cin}→{cout} {h}×{w} up={up}, image {i}, value {j}: {x} against {y} (bound {bound:e})");
+                }
+            }
+        }
+    }
 }
