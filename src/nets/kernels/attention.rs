@@ -52,7 +52,7 @@ impl SelfAttention {
         let (q, k, v) = (self.q.cols(&hn, l, flops), self.k.cols(&hn, l, flops), self.v.cols(&hn, l, flops));
         let dh = c / self.heads;
         let mut o = vec![0.0f32; c * l];
-        let mut s = vec![0.0f32; l * l];
+        let mut s = vec![0.0f32; l * l + super::direct::PV_SLACK];
         for h in 0..self.heads {
             let off = h * dh * l;
             // o[a, i] = Σ_j v[a, j] P[i, j]. With P stored transposed (rows j) gemm reads it without
@@ -60,6 +60,12 @@ impl SelfAttention {
             // row layout, so those keep it (same bits either way: tested).
             if transposed_pv(dh, l) {
                 self.probabilities_t(&q[off..], &k[off..], dh, l, &mut s);
+                #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+                if super::direct::available() {
+                    super::direct::pv(&v[off..], l, &s, dh, l, &mut o[off..]);
+                    *flops += 4 * (l * l * dh) as u64;
+                    continue;
+                }
                 gemm(dh, l, l, &mut o[off..], l, false, &v[off..], l, 1, &s, l, 1, 1.0);
             } else {
                 self.probabilities(&q[off..], &k[off..], dh, l, &mut s);
@@ -77,7 +83,7 @@ impl SelfAttention {
     fn probabilities(&self, q: &[f32], k: &[f32], dh: usize, l: usize, p: &mut [f32]) {
         let scale = 1.0 / (dh as f32).sqrt();
         gemm(l, l, dh, p, l, false, q, 1, l, k, l, 1, scale);
-        p.chunks_mut(l).for_each(softmax);
+        p[..l * l].chunks_mut(l).for_each(softmax);
     }
 
     /// Pᵀ[j, i] = P[i, j] of [`Self::probabilities`], with its bits: the scores computed as K Qᵀ (the
@@ -264,7 +270,7 @@ mod transposed {
     #[test]
     fn transposed_probabilities_and_product_give_the_row_layouts_bits() {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for (l, dh) in [(1usize, 8usize), (7, 8), (16, 8), (17, 4), (32, 8), (33, 8), (49, 8), (64, 32), (196, 8), (200, 16), (256, 256), (785, 8)] {
+        for (l, dh) in [(1usize, 8usize), (7, 8), (16, 8), (17, 4), (32, 8), (33, 8), (49, 8), (49, 16), (49, 32), (64, 32), (196, 8), (200, 16), (256, 256), (785, 8)] {
             let q = crate::nets::kernels::norm::test_values(dh * l, 11 + l as u64);
             let k = crate::nets::kernels::norm::test_values(dh * l, 29 + l as u64);
             let v = crate::nets::kernels::norm::test_values(dh * l, 41 + l as u64);
@@ -283,6 +289,16 @@ mod transposed {
             gemm(dh, l, l, &mut o1, l, false, &v, l, 1, &p, 1, l, 1.0);
             gemm(dh, l, l, &mut o2, l, false, &v, l, 1, &pt, l, 1, 1.0);
             assert_eq!(bits(&o2), bits(&o1), "l={l}, dh={dh}: P V");
+            // The forward pass's product on the direct kernel (where it runs): the same bits.
+            #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+            if super::super::direct::available() {
+                let mut o3 = vec![0.0f32; dh * l];
+                let mut pts = pt.clone();
+                pts.resize(l * l + super::super::direct::PV_SLACK, 0.0);
+                super::super::direct::pv(&v, l, &pts, dh, l, &mut o3);
+                let bad = o3.iter().zip(&o1).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+                assert_eq!(bad, 0, "l={l}, dh={dh}: P V on the direct kernel, {bad} of {} values differ", o1.len());
+            }
         }
     }
 }

@@ -166,6 +166,36 @@ pub(super) fn conv3x3(xs: &[Vec<f32>], maps: Option<&[ChannelMap]>, kcs: &[usize
     outs
 }
 
+/// Slack the transposed probabilities of [`pv`] need past their l·l values.
+pub(super) const PV_SLACK: usize = 48;
+
+/// o[a][i] = Σ_j v[a·v_rs + j]·pt[j·l + i] for a < dh, i < l, into `o` (rows l apart): P V of one
+/// attention head with P stored transposed (rows j), on the direct kernel (the channels a, the
+/// positions i, a tap per j at offset j·l; each sum in the order of j from zero, in the blocks of j
+/// that gemm cuts: the bits of `gemm` on the same operands). `pt` holds [`PV_SLACK`] values past its
+/// l·l. The caller checks [`available`].
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+pub(super) fn pv(v: &[f32], v_rs: usize, pt: &[f32], dh: usize, l: usize, o: &mut [f32]) {
+    assert!(pt.len() >= l * l + PV_SLACK && o.len() >= dh * l && v.len() >= (dh - 1) * v_rs + l);
+    let nb = dh.div_ceil(NC);
+    let mut wp = vec![0.0f32; nb * l * NC];
+    for a in 0..dh {
+        for j in 0..l {
+            wp[(a / NC) * l * NC + j * NC + a % NC] = v[a * v_rs + j];
+        }
+    }
+    let offk: Vec<isize> = (0..l).map(|j| (j * l) as isize).collect();
+    let lr = l.div_ceil(16) * 16;
+    let place: Vec<(u16, usize)> = (0..lr / 16).map(|v| ((0..16).filter(|&i| 16 * v + i < l).fold(0u16, |m, i| m | 1 << i), 16 * v)).collect();
+    let zero = vec![0.0f32; nb * NC];
+    let kc = gemm_kc(l, dh, l);
+    let mut op = vec![0.0f32; if kc < l { nb * NC * lr } else { 0 }];
+    // SAFETY: the caller checked `available()` (AVX-512F); the kernel reads pt at j·l + t for t < lr,
+    // below l·l + 16 ≤ pt.len() (asserted), writes dh rows of l values into o (asserted) and keeps
+    // partial sums in op's nb·NC rows of lr when k is cut into blocks.
+    unsafe { kernel(pt, 0, &offk, &wp, &zero, dh, kc, lr, &place, l, &mut op, o.as_mut_ptr()) };
+}
+
 /// For every tile of NV·16 positions t < lr (the last one shorter when lr is not a multiple) and
 /// every block of NC channels j: out_j[t] = bias[j] + Σ_k wp[k][j]·xp[base + t + offk[k]], k summed
 /// from zero in blocks of kc and each block's sum added to the running total (kept in op between
@@ -241,6 +271,8 @@ unsafe fn tile<const V: usize>(f: &Fixed, t: usize) {
                     let sum = _mm512_add_ps(prev, *a);
                     if k1 < kk {
                         _mm512_storeu_ps(q, sum);
+                    } else if c < f.cout && mask == u16::MAX {
+                        _mm512_storeu_ps(f.out.add(c * f.n + first), sum);
                     } else if c < f.cout && mask != 0 {
                         // The pixels among these 16 positions are consecutive in out.
                         let packed = _mm512_maskz_compress_ps(mask, sum);
