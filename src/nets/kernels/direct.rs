@@ -291,21 +291,33 @@ mod tests {
     use candle_core::{Device, Tensor};
     use candle_nn::{Conv2d, Conv2dConfig};
 
+    /// Whether this CPU and build run the direct path (else the tests have nothing to compare: said).
+    fn direct_here() -> bool {
+        if !super::available() {
+            eprintln!("no AVX-512F here (or the build lacks `avx512`): the direct path is not used, nothing to compare");
+        }
+        super::available()
+    }
+
+    /// n normal values times s, from a stream seeded by `seed`.
+    fn normals(seed: u64) -> impl FnMut(usize, f64) -> Vec<f32> {
+        let mut rng = crate::rng::seeded(seed);
+        move |n, s| {
+            let mut v = vec![0.0; n];
+            crate::rng::fill_normal(&mut rng, &mut v);
+            v.iter().map(|&x| (x * s) as f32).collect()
+        }
+    }
+
     /// The direct path gives the im2col + gemm path's bits, on the shipped networks' 3×3 shapes and
     /// the diffusers-course and DDPM-CIFAR-10 ones (inner dimensions past gemm's 512 block included),
     /// channel counts that leave a partial block of 8, upsampled inputs and groups of several images.
     #[test]
     fn direct_gives_the_gemm_paths_bits() {
-        if !super::available() {
-            eprintln!("no AVX-512F here (or the build lacks `avx512`): the direct path is not used, nothing to compare");
+        if !direct_here() {
             return;
         }
-        let mut rng = crate::rng::seeded(3);
-        let mut normal = |n: usize, s: f64| {
-            let mut v = vec![0.0; n];
-            crate::rng::fill_normal(&mut rng, &mut v);
-            v.iter().map(|&x| (x * s) as f32).collect::<Vec<f32>>()
-        };
+        let mut normal = normals(3);
         // (cin, cout, h, w, up, images, images per product)
         let shapes = [
             (16, 16, 28, 28, false, 3, 1),
@@ -345,20 +357,14 @@ mod tests {
     /// sums when upsampled) agrees with im2col's adjoint by matrix products to rounding. Each value is
     /// a sum of K = 9·cout products taken in two orders, so the two differ by at most 2·γ_K·S with
     /// γ_K = K·u/(1 − K·u), u = 2⁻²⁴, and S the sum of the products' magnitudes (the same adjoint of
-    /// |dy| by |W|, times 1 + γ_K for its own rounding); the difference must also be the same on every
-    /// image (no image may be skipped or written twice), so each value is checked.
+    /// |dy| by |W|, times 1 + γ_K for its own rounding). Every value of every image is checked, so
+    /// none may be skipped or written twice.
     #[test]
     fn direct_adjoint_agrees_with_the_gemm_adjoint() {
-        if !super::available() {
-            eprintln!("no AVX-512F here (or the build lacks `avx512`): the direct path is not used, nothing to compare");
+        if !direct_here() {
             return;
         }
-        let mut rng = crate::rng::seeded(4);
-        let mut normal = |n: usize, s: f64| {
-            let mut v = vec![0.0; n];
-            crate::rng::fill_normal(&mut rng, &mut v);
-            v.iter().map(|&x| (x * s) as f32).collect::<Vec<f32>>()
-        };
+        let mut normal = normals(4);
         // (cin, cout, h, w, up, images, images per product)
         let shapes = [(16, 16, 28, 28, false, 2, 1), (64, 32, 14, 14, false, 5, 5), (32, 32, 7, 7, true, 4, 4), (24, 20, 15, 14, false, 3, 2), (16, 1, 28, 28, false, 2, 1), (64, 256, 14, 14, false, 2, 2)];
         for (cin, cout, h, w, up, n, g) in shapes {
