@@ -111,8 +111,7 @@ impl Conv {
         let p = oh * ow;
         let kk = self.cin * self.k * self.k;
         if self.direct(oh, ow, h, w, up) {
-            // The k blocks of the product the im2col path would make for each image's group.
-            let kcs: Vec<usize> = xs.chunks(group.max(1)).flat_map(|g| std::iter::repeat_n(super::direct::gemm_kc(g.len() * p, self.cout, kk), g.len())).collect();
+            let kcs = super::direct::blocks_per_image(xs.len(), group, p, self.cout, kk);
             *flops += 2 * (self.cout * xs.len() * p * kk) as u64;
             return (super::direct::conv3x3(xs, maps, &kcs, h, w, up, self.cin, &self.w, &self.b, col), oh, ow);
         }
@@ -129,8 +128,14 @@ impl Conv {
     /// convolution, stride 1 and padding 1, on the row widths and channels `direct::takes` names, on
     /// a CPU and build that run it.
     pub(super) fn direct(&self, oh: usize, ow: usize, h: usize, w: usize, up: bool) -> bool {
+        self.same_size_3x3(oh, ow, h, w, up) && super::direct::takes(ow, self.cout) && super::direct::available()
+    }
+
+    /// A 3×3 convolution, stride 1 and padding 1, whose output (oh, ow) has its input's size (2× it
+    /// when `up`): its adjoint is one too.
+    fn same_size_3x3(&self, oh: usize, ow: usize, h: usize, w: usize, up: bool) -> bool {
         let (vh, vw) = if up { (2 * h, 2 * w) } else { (h, w) };
-        self.k == 3 && self.stride == 1 && self.pad == [1; 4] && (oh, ow) == (vh, vw) && super::direct::takes(ow, self.cout) && super::direct::available()
+        self.k == 3 && self.stride == 1 && self.pad == [1; 4] && (oh, ow) == (vh, vw)
     }
 
     /// [`Self::forward_many`] by im2col and `gemm` only (the direct path gives its bits).
@@ -176,8 +181,7 @@ impl Conv {
     pub fn backward_many(&self, dys: &[Vec<f32>], h: usize, w: usize, up: bool, group: usize, col: &mut Vec<f32>, flops: &mut u64) -> Vec<Vec<f32>> {
         let (oh, ow) = self.out_hw(h, w, up);
         let p = oh * ow;
-        let (vh, vw) = if up { (2 * h, 2 * w) } else { (h, w) };
-        if self.k == 3 && self.stride == 1 && self.pad == [1; 4] && (oh, ow) == (vh, vw) && super::direct::takes(ow, self.cin) && super::direct::available() {
+        if self.same_size_3x3(oh, ow, h, w, up) && super::direct::takes(ow, self.cin) && super::direct::available() {
             let kk = self.cout * 9;
             // W'[ci, co·9 + t] = W[co, ci·9 + 8 − t].
             let mut wt = vec![0.0f32; self.cin * kk];
@@ -188,7 +192,7 @@ impl Conv {
                     }
                 }
             }
-            let kcs: Vec<usize> = dys.chunks(group.max(1)).flat_map(|g| std::iter::repeat_n(super::direct::gemm_kc(g.len() * p, self.cin, kk), g.len())).collect();
+            let kcs = super::direct::blocks_per_image(dys.len(), group, p, self.cin, kk);
             *flops += 2 * (self.cin * dys.len() * p * kk) as u64;
             let us = super::direct::conv3x3(dys, None, &kcs, oh, ow, false, self.cout, &wt, &vec![0.0; self.cin], col);
             if !up {

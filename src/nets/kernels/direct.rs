@@ -55,6 +55,13 @@ pub(super) fn gemm_kc(m: usize, n: usize, k: usize) -> usize {
     }
 }
 
+/// The k block ([`gemm_kc`]) of each of `n` images cut into products of `group` images of `p`
+/// pixels into `cout` channels: the blocks the im2col path would use, image by image.
+pub(super) fn blocks_per_image(n: usize, group: usize, p: usize, cout: usize, kk: usize) -> Vec<usize> {
+    let g = group.max(1);
+    (0..n).map(|i| gemm_kc((n - i / g * g).min(g) * p, cout, kk)).collect()
+}
+
 /// Scratch sizes and the layout of one image's padded planes.
 struct Plan {
     /// Padded row length (w + 1): the zero column after each row is also the one before the next.
