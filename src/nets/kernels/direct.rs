@@ -84,16 +84,17 @@ impl Plan {
     }
 }
 
-/// Where each 16-position vector of a tile goes in the output: the mask of its positions that are
-/// pixels (not the padding column, not past the last row) and the index of its first pixel.
+/// Where each of the lr/16 vectors of positions goes in the output, for `rows` rows of `vw` pixels
+/// laid `pw` apart: the mask of its positions that are pixels (not a padding column, not past the
+/// last row) and the index of its first pixel.
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-fn placements(plan: &Plan, vh: usize, vw: usize) -> Vec<(u16, usize)> {
-    let n = vh * plan.pw;
-    (0..plan.lr / 16)
+fn placements(lr: usize, pw: usize, rows: usize, vw: usize) -> Vec<(u16, usize)> {
+    let n = rows * pw;
+    (0..lr / 16)
         .map(|v| {
             let p0 = 16 * v;
-            let mask = (0..16).filter(|&i| p0 + i < n && (p0 + i) % plan.pw < vw).fold(0u16, |m, i| m | 1 << i);
-            let first = if p0 < n { (p0 / plan.pw) * vw + (p0 % plan.pw).min(vw) } else { vh * vw };
+            let mask = (0..16).filter(|&i| p0 + i < n && (p0 + i) % pw < vw).fold(0u16, |m, i| m | 1 << i);
+            let first = if p0 < n { (p0 / pw) * vw + (p0 % pw).min(vw) } else { rows * vw };
             (mask, first)
         })
         .collect()
@@ -105,6 +106,8 @@ fn placements(plan: &Plan, vh: usize, vw: usize) -> Vec<(u16, usize)> {
 /// inner-dimension block ([`gemm_kc`] of the product its group would make) and `scratch` is reused.
 /// The caller checks [`available`] and the shape conditions.
 #[allow(clippy::too_many_arguments)]
+// Without AVX-512 nothing calls it (`available` is false) and the kernel call is compiled out.
+#[cfg_attr(not(all(target_arch = "x86_64", feature = "avx512")), allow(unused_variables, unused_mut))]
 pub(super) fn conv3x3(xs: &[Vec<f32>], maps: Option<&[ChannelMap]>, kcs: &[usize], h: usize, w: usize, up: bool, cin: usize, wt: &[f32], bias: &[f32], scratch: &mut Vec<f32>) -> Vec<Vec<f32>> {
     debug_assert_eq!(xs.len(), kcs.len());
     let cout = bias.len();
@@ -130,7 +133,7 @@ pub(super) fn conv3x3(xs: &[Vec<f32>], maps: Option<&[ChannelMap]>, kcs: &[usize
     let offk: Vec<isize> = (0..kk).map(|k| (k / 9 * plan.s) as isize + ((k % 9 / 3) as isize - 1) * pw + (k % 3) as isize - 1).collect();
     let base = MARGIN + plan.pw;
     #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-    let place = placements(&plan, vh, vw);
+    let place = placements(plan.lr, plan.pw, vh, vw);
     let mut bpad = bias.to_vec();
     bpad.resize(nb * NC, 0.0);
     let mut outs = Vec::with_capacity(xs.len());
@@ -193,7 +196,8 @@ pub(super) fn pv(v: &[f32], v_rs: usize, pt: &[f32], dh: usize, l: usize, o: &mu
     }
     let offk: Vec<isize> = (0..l).map(|j| (j * l) as isize).collect();
     let lr = l.div_ceil(16) * 16;
-    let place: Vec<(u16, usize)> = (0..lr / 16).map(|v| ((0..16).filter(|&i| 16 * v + i < l).fold(0u16, |m, i| m | 1 << i), 16 * v)).collect();
+    // One row of l queries.
+    let place = placements(lr, l, 1, l);
     let zero = vec![0.0f32; nb * NC];
     let kc = gemm_kc(l, dh, l);
     let mut op = vec![0.0f32; if kc < l { nb * NC * lr } else { 0 }];
