@@ -1,8 +1,10 @@
 //! The 3×3 convolution's lowerings timed side by side on the layer shapes of the shipped experts and
 //! the diffusers-course MNIST model (a team of 16 images, one thread, fastest of REPS passes):
-//! - the shipped path, [`Conv::forward_many`]: the direct kernel (no im2col; AVX-512 CPUs, rows of at
-//!   least 14 pixels) or else im2col and one matrix product with k = 9·cin over a group of images side
-//!   by side;
+//! - the shipped path, [`Conv::forward_many`], by the lowering it picks ([`Conv::lowering`]):
+//!   Winograd's F(2×2, 3×3) or the direct kernel (AVX-512 CPUs) or else im2col and one matrix product
+//!   with k = 9·cin over a group of images side by side;
+//! - the direct kernel and Winograd's F(2×2, 3×3) each on every shape (Winograd's largest difference
+//!   from im2col + GEMM relative to the largest output is printed);
 //! - im2col + GEMM alone ([`Conv::forward_many_gemm`]), which the direct kernel's bits equal;
 //! - an "implicit GEMM", kept as a record of why it is not used: the images zero-padded once, one
 //!   after the other, and nine accumulated products with k = cin, each reading the padded images at
@@ -17,7 +19,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
-use wfrmix::nets::kernels::{gemm, Conv};
+use wfrmix::nets::kernels::{gemm, Conv, Lowering};
 
 /// Images per team, as `Unet2dCpu` cuts a batch.
 const TEAM: usize = 16;
@@ -35,12 +37,12 @@ fn main() -> candle_core::Result<()> {
         wfrmix::rng::fill_normal(&mut rng, &mut v);
         v.iter().map(|&x| (x * s) as f32).collect::<Vec<f32>>()
     };
-    println!("| cin → cout, h×w | images per product | shipped (µs per team) | im2col + GEMM | implicit GEMM | products alone | GFLOP/s: shipped, im2col + GEMM, products alone | shipped = im2col bits | implicit's max |Δ| |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| cin → cout, h×w | images per product | shipped (µs per team) | lowering | direct | Winograd | im2col + GEMM | implicit GEMM | products alone | GFLOP/s: shipped, im2col + GEMM, products alone | direct = im2col bits | Winograd's max |Δ| / max |y| | implicit's max |Δ| |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     // Expert a's 3×3 shapes ([16, 32, 32] channels), then expert c's and the diffusers-course MNIST
-    // model's ([32, 64, 64]), then two wide ones on 7- and 8-pixel rows (DDPM-CIFAR-10 has 256 channels
-    // on 8×8), where im2col + GEMM stays.
-    for &(cin, cout, h) in &[(16, 16, 28), (32, 16, 28), (32, 32, 14), (32, 32, 7), (64, 32, 28), (64, 64, 14), (64, 64, 7), (256, 256, 8), (128, 128, 7)] {
+    // model's ([32, 64, 64]), then DDPM-CIFAR-10's ([128, 256, 256, 256] on 32 to 4 pixels) and a wide one
+    // on 7-pixel rows.
+    for &(cin, cout, h) in &[(16, 16, 28), (32, 16, 28), (32, 32, 14), (32, 32, 7), (64, 32, 28), (64, 64, 14), (64, 64, 7), (128, 128, 32), (256, 256, 16), (256, 256, 8), (256, 256, 4), (128, 128, 7)] {
         let w = h;
         let p = h * w;
         let wt = normal(cout * cin * 9, (1.0 / (9.0 * cin as f64)).sqrt());
@@ -52,6 +54,8 @@ fn main() -> candle_core::Result<()> {
         let (mut col, mut flops) = (Vec::new(), 0u64);
         let shipped = |col: &mut Vec<f32>, flops: &mut u64| conv.forward_many(&xs, h, w, false, g, col, flops).0;
         let im2col = |col: &mut Vec<f32>, flops: &mut u64| conv.forward_many_gemm(&xs, h, w, false, g, col, flops).0;
+        let direct = |col: &mut Vec<f32>, flops: &mut u64| conv.forward_many_as(Lowering::Direct, &xs, None, h, w, false, g, col, flops).0;
+        let winograd = |col: &mut Vec<f32>, flops: &mut u64| conv.forward_many_as(Lowering::Winograd, &xs, None, h, w, false, g, col, flops).0;
 
         // Implicit: per group, the images padded to (h+2)×(w+2) one after the other, with a margin of
         // w+3 zeros at both ends so that every tap's offset stays inside the buffer.
@@ -95,7 +99,10 @@ fn main() -> candle_core::Result<()> {
         let (mut pad, mut outp) = (Vec::new(), Vec::new());
         let a = shipped(&mut col, &mut flops);
         let b = implicit(&mut pad, &mut outp);
-        let same = a.iter().flatten().map(|v| v.to_bits()).eq(im2col(&mut col, &mut flops).iter().flatten().map(|v| v.to_bits()));
+        let reference = im2col(&mut col, &mut flops);
+        let same = direct(&mut col, &mut flops).iter().flatten().map(|v| v.to_bits()).eq(reference.iter().flatten().map(|v| v.to_bits()));
+        let top = reference.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
+        let wdiff = winograd(&mut col, &mut flops).iter().flatten().zip(reference.iter().flatten()).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / top;
         let diff = a.iter().flatten().zip(b.iter().flatten()).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
         // The shipped products alone: the same shapes, operands' layout and one reused column
         // buffer (as the shipped path reuses its scratch), filled once.
@@ -108,8 +115,14 @@ fn main() -> candle_core::Result<()> {
                 gemm(cout, n, kk, dst, n, true, &wt, kk, 1, &col1, n, 1, 1.0);
             }
         };
-        let (mut ta, mut tb, mut tc, mut td) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+        let (mut ta, mut tb, mut tc, mut td, mut te, mut tf) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX, f64::MAX, f64::MAX);
         for _ in 0..reps {
+            let t = Instant::now();
+            std::hint::black_box(direct(&mut col, &mut flops));
+            te = te.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            std::hint::black_box(winograd(&mut col, &mut flops));
+            tf = tf.min(t.elapsed().as_secs_f64());
             let t = Instant::now();
             std::hint::black_box(im2col(&mut col, &mut flops));
             td = td.min(t.elapsed().as_secs_f64());
@@ -125,7 +138,8 @@ fn main() -> candle_core::Result<()> {
             tb = tb.min(t.elapsed().as_secs_f64());
         }
         let gf = 2.0 * (cout * kk * p * TEAM) as f64 * 1e-9;
-        println!("| {cin} → {cout}, {h}×{w} | {g} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}, {:.0}, {:.0} | {same} | {diff:.1e} |", ta * 1e6, td * 1e6, tb * 1e6, tc * 1e6, gf / ta, gf / td, gf / tc);
+        let lowering = conv.lowering(h, w, false);
+        println!("| {cin} → {cout}, {h}×{w} | {g} | {:.0} | {lowering:?} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0}, {:.0}, {:.0} | {same} | {wdiff:.1e} | {diff:.1e} |", ta * 1e6, te * 1e6, tf * 1e6, td * 1e6, tb * 1e6, tc * 1e6, gf / ta, gf / td, gf / tc);
     }
     Ok(())
 }

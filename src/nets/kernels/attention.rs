@@ -116,7 +116,7 @@ impl SelfAttention {
             gemm(dh, l, l, &mut dv[off..], l, false, &d_o[off..], l, 1, &p, l, 1, 1.0);
             gemm(l, l, dh, &mut dp, l, false, &d_o[off..], 1, l, &rec.v[off..], l, 1, 1.0);
             for (pr, dr) in p.chunks(l).zip(dp.chunks_mut(l)) {
-                let dot: f32 = pr.iter().zip(dr.iter()).map(|(a, b)| a * b).sum();
+                let dot = dot(pr, dr);
                 dr.iter_mut().zip(pr).for_each(|(d, &pv)| *d = pv * (*d - dot));
             }
             gemm(dh, l, l, &mut dq[off..], l, false, &rec.k[off..], l, 1, &dp, 1, l, scale);
@@ -144,6 +144,25 @@ impl SelfAttention {
         dx.iter_mut().zip(&dyr).for_each(|(d, &g)| *d += g);
         dx
     }
+}
+
+widest! {
+    /// Σ a[i]·b[i] in sixteen lanes, folded in order (the order fixed by the length alone; no fused
+    /// multiply-adds, so every build gives the same bits).
+    fn dot(a: &[f32], b: &[f32]) -> f32 => dot_body, dot_avx512, dot_avx2
+}
+
+#[inline(always)]
+fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).fold(0.0, |s, v| s + v);
+    for (x, y) in ca.zip(cb) {
+        for j in 0..16 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    acc.iter().fold(tail, |s, &v| s + v)
 }
 
 widest! {

@@ -1,8 +1,20 @@
 //! Convolutions as matrix products: im2col (upsampling and asymmetric padding folded into the gather,
 //! same-size taps as one shifted copy), several images per product, the adjoint col2im for input
-//! gradients and dW = dy colᵀ for weight gradients.
+//! gradients and dW = dy colᵀ for weight gradients; same-size 3×3 convolutions go to Winograd's
+//! F(2×2, 3×3) or the direct kernel where those pay ([`Conv::lowering`]).
 
 use super::{add_row_sums, gemm, host, ChannelMap, Grads, Tensor2};
+
+/// How a convolution is computed ([`Conv::lowering`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lowering {
+    /// Winograd's F(2×2, 3×3): 16 products per 2 × 2 outputs and channel pair instead of 36.
+    Winograd,
+    /// The direct 3×3 kernel, no im2col (the bits of im2col + GEMM).
+    Direct,
+    /// im2col and one matrix product.
+    Gemm,
+}
 
 /// A 2-D convolution with weights [cout, cin·k·k] (PyTorch's [cout, cin, k, k] flattened) and a bias.
 #[derive(Clone, Debug)]
@@ -102,18 +114,35 @@ impl Conv {
         self.forward_many_mapped(xs, None, h, w, up, group, col, flops)
     }
 
-    /// [`Self::forward_many`] of `maps[i]` applied to each image `xs[i]` (a norm and its activation),
-    /// with the bits of applying them first: the direct path applies them as it copies its input, so
-    /// the mapped images are never stored.
+    /// [`Self::forward_many`] of `maps[i]` applied to each image `xs[i]` (a norm and its activation):
+    /// the Winograd and direct paths apply them as they copy their input, so the mapped images are
+    /// never stored.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_many_mapped(&self, xs: &[Vec<f32>], maps: Option<&[ChannelMap]>, h: usize, w: usize, up: bool, group: usize, col: &mut Vec<f32>, flops: &mut u64) -> (Vec<Vec<f32>>, usize, usize) {
+        self.forward_many_as(self.lowering(h, w, up), xs, maps, h, w, up, group, col, flops)
+    }
+
+    /// [`Self::forward_many_mapped`] by the given lowering, where it applies (a same-size 3×3
+    /// convolution on a CPU and build with AVX-512F for [`Lowering::Winograd`] and
+    /// [`Lowering::Direct`]; im2col + GEMM otherwise). The direct path gives im2col + GEMM's bits;
+    /// Winograd's agrees with them to rounding.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_many_as(&self, lowering: Lowering, xs: &[Vec<f32>], maps: Option<&[ChannelMap]>, h: usize, w: usize, up: bool, group: usize, col: &mut Vec<f32>, flops: &mut u64) -> (Vec<Vec<f32>>, usize, usize) {
         let (oh, ow) = self.out_hw(h, w, up);
         let p = oh * ow;
         let kk = self.cin * self.k * self.k;
-        if self.direct(oh, ow, h, w, up) {
-            let kcs = super::direct::blocks_per_image(xs.len(), group, p, self.cout, kk);
-            *flops += 2 * (self.cout * xs.len() * p * kk) as u64;
-            return (super::direct::conv3x3(xs, maps, &kcs, h, w, up, self.cin, &self.w, &self.b, col), oh, ow);
+        let fast = self.same_size_3x3(oh, ow, h, w, up) && super::direct::available();
+        match lowering {
+            Lowering::Winograd if fast => {
+                *flops += 2 * (self.cout * xs.len() * p * kk) as u64;
+                return (super::winograd::conv3x3(xs, maps, h, w, up, self.cin, &self.w, &self.b, col), oh, ow);
+            }
+            Lowering::Direct if fast => {
+                let kcs = super::direct::blocks_per_image(xs.len(), group, p, self.cout, kk);
+                *flops += 2 * (self.cout * xs.len() * p * kk) as u64;
+                return (super::direct::conv3x3(xs, maps, &kcs, h, w, up, self.cin, &self.w, &self.b, col), oh, ow);
+            }
+            _ => {}
         }
         match maps {
             Some(maps) => {
@@ -124,11 +153,27 @@ impl Conv {
         }
     }
 
-    /// Whether [`Self::forward_many`] takes the direct path ([`super::direct`]): a 3×3 same-size
-    /// convolution, stride 1 and padding 1, on the row widths and channels `direct::takes` names, on
-    /// a CPU and build that run it.
-    pub(super) fn direct(&self, oh: usize, ow: usize, h: usize, w: usize, up: bool) -> bool {
-        self.same_size_3x3(oh, ow, h, w, up) && super::direct::takes(ow, self.cout) && super::direct::available()
+    /// How [`Self::forward_many`] computes this convolution on inputs of h × w (upsampled when `up`):
+    /// a same-size 3×3 convolution, stride 1 and padding 1, on a CPU and build with AVX-512F, takes
+    /// Winograd's F(2×2, 3×3) on the shapes `winograd::takes` names, else the direct kernel on the
+    /// shapes `direct::takes` names; the rest im2col + GEMM.
+    pub fn lowering(&self, h: usize, w: usize, up: bool) -> Lowering {
+        let (oh, ow) = self.out_hw(h, w, up);
+        Self::choose(self.same_size_3x3(oh, ow, h, w, up), ow, self.cin, self.cout)
+    }
+
+    /// The lowering of a convolution from `cin` to `cout` channels with output rows of `ow` pixels,
+    /// `same` when it is a same-size 3×3 one.
+    fn choose(same: bool, ow: usize, cin: usize, cout: usize) -> Lowering {
+        if !same || !super::direct::available() {
+            Lowering::Gemm
+        } else if super::winograd::takes(ow, cin, cout) {
+            Lowering::Winograd
+        } else if super::direct::takes(ow, cout) {
+            Lowering::Direct
+        } else {
+            Lowering::Gemm
+        }
     }
 
     /// A 3×3 convolution, stride 1 and padding 1, whose output (oh, ow) has its input's size (2× it
@@ -180,8 +225,17 @@ impl Conv {
     #[allow(clippy::too_many_arguments)]
     pub fn backward_many(&self, dys: &[Vec<f32>], h: usize, w: usize, up: bool, group: usize, col: &mut Vec<f32>, flops: &mut u64) -> Vec<Vec<f32>> {
         let (oh, ow) = self.out_hw(h, w, up);
+        let adjoint = Self::choose(self.same_size_3x3(oh, ow, h, w, up), ow, self.cout, self.cin);
+        self.backward_many_as(adjoint, dys, h, w, up, group, col, flops)
+    }
+
+    /// [`Self::backward_many`] with the adjoint convolution computed by `adjoint` where it applies (as
+    /// in [`Self::forward_many_as`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_many_as(&self, adjoint: Lowering, dys: &[Vec<f32>], h: usize, w: usize, up: bool, group: usize, col: &mut Vec<f32>, flops: &mut u64) -> Vec<Vec<f32>> {
+        let (oh, ow) = self.out_hw(h, w, up);
         let p = oh * ow;
-        if self.same_size_3x3(oh, ow, h, w, up) && super::direct::takes(ow, self.cin) && super::direct::available() {
+        if adjoint != Lowering::Gemm && self.same_size_3x3(oh, ow, h, w, up) && super::direct::available() {
             let kk = self.cout * 9;
             // W'[ci, co·9 + t] = W[co, ci·9 + 8 − t].
             let mut wt = vec![0.0f32; self.cin * kk];
@@ -194,7 +248,8 @@ impl Conv {
             }
             let kcs = super::direct::blocks_per_image(dys.len(), group, p, self.cin, kk);
             *flops += 2 * (self.cin * dys.len() * p * kk) as u64;
-            let us = super::direct::conv3x3(dys, None, &kcs, oh, ow, false, self.cout, &wt, &vec![0.0; self.cin], col);
+            let zero = vec![0.0; self.cin];
+            let us = if adjoint == Lowering::Winograd { super::winograd::conv3x3(dys, None, oh, ow, false, self.cout, &wt, &zero, col) } else { super::direct::conv3x3(dys, None, &kcs, oh, ow, false, self.cout, &wt, &zero, col) };
             if !up {
                 return us;
             }

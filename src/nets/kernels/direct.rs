@@ -3,7 +3,8 @@
 //! the im2col + `gemm` path (tested): each output is the bias plus the taps' products summed by fused
 //! multiply-adds in the same order, in the same blocks of the inner dimension as `gemm` cuts it. Used
 //! where the CPU has AVX-512F in the `avx512` build (the kernels that `gemm` then runs), on the
-//! shapes [`takes`] names.
+//! shapes [`takes`] names that Winograd's F(2×2, 3×3) does not take ([`super::winograd`], whose 16
+//! products run on this kernel too).
 
 use super::norm::ChannelMap;
 
@@ -88,7 +89,7 @@ impl Plan {
 /// laid `pw` apart: the mask of its positions that are pixels (not a padding column, not past the
 /// last row) and the index of its first pixel.
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-fn placements(lr: usize, pw: usize, rows: usize, vw: usize) -> Vec<(u16, usize)> {
+pub(super) fn placements(lr: usize, pw: usize, rows: usize, vw: usize) -> Vec<(u16, usize)> {
     let n = rows * pw;
     (0..lr / 16)
         .map(|v| {
@@ -215,7 +216,7 @@ pub(super) fn pv(v: &[f32], v_rs: usize, pt: &[f32], dh: usize, l: usize, o: &mu
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel(xp: &[f32], base: usize, offk: &[isize], wp: &[f32], bias: &[f32], cout: usize, kc: usize, lr: usize, place: &[(u16, usize)], n: usize, op: &mut [f32], out: *mut f32) {
+pub(super) unsafe fn kernel(xp: &[f32], base: usize, offk: &[isize], wp: &[f32], bias: &[f32], cout: usize, kc: usize, lr: usize, place: &[(u16, usize)], n: usize, op: &mut [f32], out: *mut f32) {
     let f = Fixed { xp: xp.as_ptr().add(base), offk, wp: wp.as_ptr(), bias, cout, kc, lr, place, n, op: op.as_mut_ptr(), out };
     let mut t = 0;
     while t + NV * 16 <= lr {
@@ -298,7 +299,7 @@ unsafe fn tile<const V: usize>(f: &Fixed, t: usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Conv;
+    use super::super::{Conv, Lowering};
     use candle_core::{Device, Tensor};
     use candle_nn::{Conv2d, Conv2dConfig};
 
@@ -353,10 +354,9 @@ mod tests {
             let conv = Conv::from_candle(&Conv2d::new(weight, Some(b), Conv2dConfig { padding: 1, ..Default::default() }), [1; 4]).unwrap();
             let xs: Vec<Vec<f32>> = (0..n).map(|_| normal(cin * h * w, 1.0)).collect();
             let (mut col, mut f1, mut f2) = (Vec::new(), 0, 0);
-            let (got, oh, ow) = conv.forward_many(&xs, h, w, up, g, &mut col, &mut f1);
+            let (got, oh, ow) = conv.forward_many_as(Lowering::Direct, &xs, None, h, w, up, g, &mut col, &mut f1);
             let (want, oh2, ow2) = conv.forward_many_gemm(&xs, h, w, up, g, &mut col, &mut f2);
             assert_eq!((oh, ow, f1), (oh2, ow2, f2));
-            assert!(conv.direct(oh, ow, h, w, up), "{cin}→{cout} {h}×{w}: not on the direct path");
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 let bad = a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
                 assert_eq!(bad, 0, "{cin}→{cout} {h}×{w} up={up}, image {i}: {bad} of {} values differ", a.len());
@@ -390,7 +390,7 @@ mod tests {
             let dys: Vec<Vec<f32>> = (0..n).map(|_| normal(cout * oh * ow, 1.0)).collect();
             let ady: Vec<Vec<f32>> = dys.iter().map(|d| d.iter().map(|v| v.abs()).collect()).collect();
             let (mut col, mut f1, mut f2, mut f3) = (Vec::new(), 0, 0, 0);
-            let got = conv.backward_many(&dys, h, w, up, g, &mut col, &mut f1);
+            let got = conv.backward_many_as(Lowering::Direct, &dys, h, w, up, g, &mut col, &mut f1);
             let want = conv.backward_many_gemm(&dys, h, w, up, g, &mut col, &mut f2);
             let mag = abs.backward_many_gemm(&ady, h, w, up, g, &mut col, &mut f3);
             assert_eq!(f1, f2, "flop counts");

@@ -62,9 +62,10 @@ pub mod conv;
 mod direct;
 pub mod linear;
 pub mod norm;
+mod winograd;
 
 pub use attention::{AttnRec, SelfAttention};
-pub use conv::Conv;
+pub use conv::{Conv, Lowering};
 pub use linear::Lin;
 pub use norm::{ChannelMap, Norm, NormBack};
 
