@@ -219,9 +219,10 @@ impl Conv {
     /// The gradient with respect to each input ([cin, h·w], upsampled 2× first when `up`) of
     /// Σ dy · conv(x), for the output gradients `dys` ([cout, oh·ow] each). Where the forward pass is a
     /// same-size 3×3 convolution, its adjoint is one too, by the weights flipped in both directions
-    /// with cin and cout swapped: the direct path runs it (on the upsampled grid when `up`, each 2 × 2
-    /// block then summed onto its pixel) where it takes cin output channels. Elsewhere
-    /// [`Self::backward_many_gemm`]; the two sum in other orders (equal to rounding: tested).
+    /// with cin and cout swapped: Winograd's F(2×2, 3×3) or the direct kernel runs it (on the upsampled
+    /// grid when `up`, each 2 × 2 block then summed onto its pixel) where [`Self::lowering`]'s rule
+    /// takes that shape (cout in, cin out). Elsewhere [`Self::backward_many_gemm`]; the three sum in
+    /// other orders (equal to rounding: tested).
     #[allow(clippy::too_many_arguments)]
     pub fn backward_many(&self, dys: &[Vec<f32>], h: usize, w: usize, up: bool, group: usize, col: &mut Vec<f32>, flops: &mut u64) -> Vec<Vec<f32>> {
         let (oh, ow) = self.out_hw(h, w, up);
