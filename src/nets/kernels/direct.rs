@@ -6,7 +6,7 @@
 //! shapes [`takes`] names that Winograd's F(2×2, 3×3) does not take ([`super::winograd`], whose 16
 //! products run on this kernel too).
 
-use super::norm::ChannelMap;
+use super::norm::{mapped_channel, ChannelMap};
 
 /// Pixel vectors (16 lanes each) per register tile.
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
@@ -144,13 +144,7 @@ pub(super) fn conv3x3(xs: &[Vec<f32>], maps: Option<&[ChannelMap]>, kcs: &[usize
         // The pixels of each channel (mapped first when asked); the padding stays zero from the
         // fill above.
         for c in 0..cin {
-            let src = match maps {
-                Some(m) => {
-                    m[i].apply_channel(c, &x[c * h * w..(c + 1) * h * w], &mut mapped);
-                    &mapped[..]
-                }
-                None => &x[c * h * w..(c + 1) * h * w],
-            };
+            let src = mapped_channel(maps, i, x, c, h * w, &mut mapped);
             let ch = &mut xp[c * plan.s..(c + 1) * plan.s];
             for y in 0..vh {
                 let d = &mut ch[base + y * plan.pw..][..vw];
@@ -299,6 +293,7 @@ unsafe fn tile<const V: usize>(f: &Fixed, t: usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_normals as normals;
     use super::super::{Conv, Lowering};
     use candle_core::{Device, Tensor};
     use candle_nn::{Conv2d, Conv2dConfig};
@@ -311,15 +306,6 @@ mod tests {
         super::available()
     }
 
-    /// n normal values times s, from a stream seeded by `seed`.
-    fn normals(seed: u64) -> impl FnMut(usize, f64) -> Vec<f32> {
-        let mut rng = crate::rng::seeded(seed);
-        move |n, s| {
-            let mut v = vec![0.0; n];
-            crate::rng::fill_normal(&mut rng, &mut v);
-            v.iter().map(|&x| (x * s) as f32).collect()
-        }
-    }
 
     /// The direct path gives the im2col + gemm path's bits, on the shipped networks' 3×3 shapes and
     /// the diffusers-course and DDPM-CIFAR-10 ones (inner dimensions past gemm's 512 block included),

@@ -231,6 +231,17 @@ pub(crate) fn add_row_sums(dy: &[f32], n: usize, db: &mut [f32]) {
     }
 }
 
+/// n normal values times s, from a stream seeded by `seed` (test inputs).
+#[cfg(test)]
+pub(crate) fn test_normals(seed: u64) -> impl FnMut(usize, f64) -> Vec<f32> {
+    let mut rng = crate::rng::seeded(seed);
+    move |n, s| {
+        let mut v = vec![0.0; n];
+        crate::rng::fill_normal(&mut rng, &mut v);
+        v.iter().map(|&x| (x * s) as f32).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

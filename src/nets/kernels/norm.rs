@@ -281,6 +281,19 @@ impl ChannelMap {
     }
 }
 
+/// Channel `c` of image `x` ([channels, hw]), mapped by `maps[i]` into `buf` when maps are given (the
+/// convolutions' input copies apply the norm this way).
+pub(super) fn mapped_channel<'a>(maps: Option<&[ChannelMap]>, i: usize, x: &'a [f32], c: usize, hw: usize, buf: &'a mut [f32]) -> &'a [f32] {
+    let src = &x[c * hw..(c + 1) * hw];
+    match maps {
+        Some(m) => {
+            m[i].apply_channel(c, src, buf);
+            buf
+        }
+        None => src,
+    }
+}
+
 /// Values in (−6, 6) from a fixed LCG, with every 97th in (−100, 100) to reach exp's clamps (test inputs).
 #[cfg(test)]
 pub(crate) fn test_values(n: usize, seed: u64) -> Vec<f32> {

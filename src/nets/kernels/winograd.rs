@@ -7,6 +7,8 @@
 
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
 use super::direct::{kernel, placements, NC};
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+use super::norm::mapped_channel;
 use super::norm::ChannelMap;
 
 /// Whether a same-size 3×3 convolution from `cin` to `cout` channels with output rows of `ow` pixels
@@ -98,13 +100,7 @@ unsafe fn conv3x3_avx512(xs: &[Vec<f32>], maps: Option<&[ChannelMap]>, h: usize,
         for (slot, x) in chunk.iter().enumerate() {
             let i_img = c0 * per + slot;
             for ci in 0..cin {
-                let src = match maps {
-                    Some(m) => {
-                        m[i_img].apply_channel(ci, &x[ci * h * w..(ci + 1) * h * w], &mut mapped);
-                        &mapped[..]
-                    }
-                    None => &x[ci * h * w..(ci + 1) * h * w],
-                };
+                let src = mapped_channel(maps, i_img, x, ci, h * w, &mut mapped);
                 // Image row y is P's row y + 1: row ⌈y/2⌉ of the O planes when y is even, of the E
                 // planes when odd. Even pixels x = 2j go to the ?O plane at j, odd x = 2j − 1 to the
                 // ?E plane at j.
@@ -227,20 +223,12 @@ unsafe fn deinterleave(row: &[f32], even: *mut f32, odd: *mut f32) {
 
 #[cfg(all(test, target_arch = "x86_64", feature = "avx512"))]
 mod tests {
+    use super::super::test_normals as normals;
     use super::super::{ChannelMap, Conv, Lowering};
     use crate::nets::kernels::Act;
     use candle_core::{Device, Tensor};
     use candle_nn::{Conv2d, Conv2dConfig};
 
-    /// n normal values times s, from a stream seeded by `seed`.
-    fn normals(seed: u64) -> impl FnMut(usize, f64) -> Vec<f32> {
-        let mut rng = crate::rng::seeded(seed);
-        move |n, s| {
-            let mut v = vec![0.0; n];
-            crate::rng::fill_normal(&mut rng, &mut v);
-            v.iter().map(|&x| (x * s) as f32).collect()
-        }
-    }
 
     /// The 3×3 same-size convolution of x [cin, h, w] by g [cout, cin, 3, 3] plus b in f64, exactly
     /// (`exact`), and the same F(2×2, 3×3) algorithm on absolute values (|Aᵀ| (Σ_ci |G||g||Gᵀ| ⊙
