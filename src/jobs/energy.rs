@@ -183,7 +183,7 @@ fn wfr(job: &EnergyJob, target: &dyn Energy, exact_1d: Option<&DoubleWell>, rng:
     let every = (sampler.steps() / 400).max(1);
     let total = sampler.steps() as u64;
     let run = sampler.run(target, x0, rng, &mut |v: &StepView| {
-        if v.info.step % every == 0 {
+        if v.info.step.is_multiple_of(every) {
             progress(Progress { done: v.info.step as u64, total });
             masses.push((v.info.t, right_mass(v.x, v.dim, &v.weights.normalized()), v.info.ess));
         }

@@ -361,7 +361,7 @@ fn drive(
         ema = Some(e);
         let k = trainer.steps_done();
         progress(&TrainProgress { step: k, total: steps, loss_ema: e, lr: trainer.lr_at(k) });
-        if every > 0 && k % every == 0 && k < stop {
+        if every > 0 && k.is_multiple_of(every) && k < stop {
             trainer.save_checkpoint(ckpt)?;
         }
     }

@@ -440,7 +440,7 @@ impl GaussianMixture {
     }
 
     fn check_batch(&self, x: &[f64], out: usize, per_row: usize) -> Result<()> {
-        if x.len() % self.d != 0 || out != x.len() / self.d * per_row {
+        if !x.len().is_multiple_of(self.d) || out != x.len() / self.d * per_row {
             return Err(Error::param(
                 format!("batch for `{}`", self.name),
                 format!("{} inputs / {} outputs", x.len(), out),

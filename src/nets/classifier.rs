@@ -196,7 +196,7 @@ impl Classifier {
     /// Run the trunk on chunks of at most [`CHUNK`] images, in order, handing each chunk's last hidden
     /// activations to `f`.
     fn each_chunk(&self, x: &[f64], what: &'static str, mut f: impl FnMut(Tensor) -> candle_core::Result<()>) -> Result<()> {
-        if x.len() % D_IN != 0 {
+        if !x.len().is_multiple_of(D_IN) {
             return Err(Error::param("images", x.len(), "expected n × 784 pixel values (1×28×28 images)"));
         }
         (|| -> candle_core::Result<()> {

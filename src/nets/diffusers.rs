@@ -241,7 +241,7 @@ impl ScoreModel for DiffusersModel {
             return Err(self.unsupported("reverse-mode vector-Jacobian products off the CPU", "use --divergence fd, or --device cpu"));
         };
         let d: usize = self.shape.iter().product();
-        if x.len() % d != 0 || out.len() != x.len() || v.len() != x.len() {
+        if !x.len().is_multiple_of(d) || out.len() != x.len() || v.len() != x.len() {
             return Err(Error::param(format!("VJP batch for `{}`", self.name), format!("{} inputs / {} cotangents / {} outputs", x.len(), v.len(), out.len()), format!("expected n × {d} of each")));
         }
         let (a, s2, sigma, label) = self.at_time(t)?;
@@ -278,7 +278,7 @@ impl DiffusersModel {
     /// The score at x and t into `out`, and the network's raw output into `raw` when given.
     fn eval(&self, x: &[f64], t: f64, out: &mut [f64], mut raw: Option<&mut [f64]>) -> Result<()> {
         let d: usize = self.shape.iter().product();
-        if x.len() % d != 0 || out.len() != x.len() {
+        if !x.len().is_multiple_of(d) || out.len() != x.len() {
             return Err(Error::param(format!("batch for `{}`", self.name), format!("{} inputs / {} outputs", x.len(), out.len()), format!("expected n × {d} inputs and as many outputs")));
         }
         let (a, _, sigma, label) = self.at_time(t)?;

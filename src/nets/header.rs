@@ -78,7 +78,7 @@ impl NetInfo {
     /// unless `x` holds whole items and `out` as many values).
     pub(crate) fn check_batch(&self, x: &[f64], out: usize) -> Result<usize> {
         let d: usize = self.data_shape.iter().product();
-        if x.len() % d != 0 || out != x.len() {
+        if !x.len().is_multiple_of(d) || out != x.len() {
             return Err(Error::param(
                 format!("batch for `{}`", self.name),
                 format!("{} inputs / {} outputs", x.len(), out),

@@ -104,7 +104,7 @@ impl UnetConfig {
             return Err(format!("data_shape {data_shape:?}: a U-Net needs images [C, H, W]"));
         }
         let f = 1 << (self.channels.len() - 1);
-        if data_shape[1] % f != 0 || data_shape[2] % f != 0 {
+        if !data_shape[1].is_multiple_of(f) || !data_shape[2].is_multiple_of(f) {
             return Err(format!("{} levels need H and W divisible by {f}; data_shape is {data_shape:?}", self.channels.len()));
         }
         Ok(())

@@ -59,7 +59,7 @@ pub trait Energy: Send + Sync {
 }
 
 fn check_batch(xlen: usize, d: usize, ulen: usize, glen: Option<usize>) -> Result<()> {
-    if d == 0 || xlen % d != 0 || xlen / d != ulen || glen.is_some_and(|g| g != xlen) {
+    if d == 0 || !xlen.is_multiple_of(d) || xlen / d != ulen || glen.is_some_and(|g| g != xlen) {
         return Err(Error::param(
             "particle buffer",
             format!("x: {xlen} values, U: {ulen}, grad: {glen:?}"),
@@ -341,7 +341,7 @@ pub struct ManyWell {
 impl ManyWell {
     /// A many-well target in even dimension `dim >= 2`.
     pub fn new(dim: usize) -> Result<Self> {
-        if dim < 2 || dim % 2 != 0 {
+        if dim < 2 || !dim.is_multiple_of(2) {
             return Err(Error::param("many-well dimension", dim, "must be even and >= 2"));
         }
         let marginal = Density1d::new(|x| -(x * x * x * x - 6.0 * x * x - 0.5 * x), -6.0, 6.0, 200_000);

@@ -111,7 +111,7 @@ pub fn teleport_experiment(cfg: &TeleportConfig, rng: &mut Rng) -> Result<Telepo
             if v.info.resampled {
                 resamplings += 1;
             }
-            if v.info.step % cfg.record_every == 0 {
+            if v.info.step.is_multiple_of(cfg.record_every) {
                 if k == 0 {
                     times.push(v.info.t);
                 }

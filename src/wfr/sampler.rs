@@ -162,7 +162,7 @@ impl WfrSampler {
         observe: &mut dyn FnMut(&StepView),
     ) -> Result<WfrRun> {
         let d = target.dim();
-        if x0.is_empty() || x0.len() % d != 0 {
+        if x0.is_empty() || !x0.len().is_multiple_of(d) {
             return Err(Error::param("initial particles", x0.len(), format!("need n >= 1 rows of d = {d} values")));
         }
         if x0.iter().any(|v| !v.is_finite()) {
