@@ -117,6 +117,34 @@ pub fn weighted_dist2_f32(x: &[f32], m: &[f32], w: &[f32]) -> f32 {
     s
 }
 
+/// a · b in f32 (over the shorter length), in the 16 lanes and order of [`weighted_dist2_f32`].
+#[inline(always)]
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    const L: usize = 16;
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    let mut l = [0.0f32; L];
+    for (x, y) in ca.zip(cb) {
+        for i in 0..L {
+            l[i] += x[i] * y[i];
+        }
+    }
+    let mut width = L / 2;
+    while width > 0 {
+        for i in 0..width {
+            l[i] += l[i + width];
+        }
+        width /= 2;
+    }
+    let mut s = l[0];
+    for (&x, &y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
 /// Whether every value is finite (a NaN or ±∞ anywhere makes Σ 0·v NaN; finite values add exact zeros,
 /// so large finite values cannot overflow it).
 #[inline]
@@ -321,6 +349,12 @@ mod tests {
             assert_eq!(sum(&b), exact(&|j| b[j]));
             assert_eq!(dist2(&a, &b), exact(&|j| (a[j] - b[j]).powi(2)));
             assert_eq!(weighted_dist2(&a, &b, &c), exact(&|j| (a[j] - b[j]).powi(2) * c[j]));
+        }
+        // The f32 dot product at lengths with every remainder mod 16 (integer values: exact in f32).
+        for n in 0..=40usize {
+            let a: Vec<f32> = (0..n).map(|j| j as f32 + 1.0).collect();
+            let b: Vec<f32> = (0..n).map(|j| 2.0 - (j % 7) as f32).collect();
+            assert_eq!(dot_f32(&a, &b) as f64, (0..n).map(|j| a[j] as f64 * b[j] as f64).sum::<f64>(), "n={n}");
         }
         assert!(all_finite(&[f64::MAX, f64::MAX, -f64::MAX, 1.0, 2.0]));
     }

@@ -147,22 +147,14 @@ impl SelfAttention {
 }
 
 widest! {
-    /// Σ a[i]·b[i] in sixteen lanes, folded in order (the order fixed by the length alone; no fused
-    /// multiply-adds, so every build gives the same bits).
+    /// [`crate::lanes::dot_f32`], built for the widest vectors the CPU has (the same bits in each: no
+    /// fused multiply-adds).
     fn dot(a: &[f32], b: &[f32]) -> f32 => dot_body, dot_avx512, dot_avx2
 }
 
 #[inline(always)]
 fn dot_body(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).fold(0.0, |s, v| s + v);
-    for (x, y) in ca.zip(cb) {
-        for j in 0..16 {
-            acc[j] += x[j] * y[j];
-        }
-    }
-    acc.iter().fold(tail, |s, &v| s + v)
+    crate::lanes::dot_f32(a, b)
 }
 
 widest! {
