@@ -12,11 +12,49 @@ use super::norm::mapped_channel;
 use super::norm::ChannelMap;
 
 /// Whether a same-size 3×3 convolution from `cin` to `cout` channels with output rows of `ow` pixels
-/// takes this path (measured against the direct kernel, `cargo run --release --example
-/// conv_lowering`: the transforms cost per value what the products save per channel pair, so few
-/// channels and small images stay direct).
+/// takes this path on this CPU ([`takes_on`] with [`half_width_fma`]).
 pub(super) fn takes(ow: usize, cin: usize, cout: usize) -> bool {
-    cin >= 32 && (ow >= 14 || (ow >= 4 && cin >= 64 && cout >= 64))
+    takes_on(half_width_fma(), ow, cin, cout)
+}
+
+/// [`takes`] on a CPU that runs 512-bit FMAs on 256-bit units (`half`) or at full width. Measured
+/// against the direct kernel and im2col (`cargo run --release --example conv_lowering`, one thread):
+/// the transforms cost per value what the products save per channel pair, so few channels and small
+/// images stay direct. On a Zen 4 (half width) Winograd took 1.1–2.0x less time from 32 channels on
+/// rows of ≥ 14 px and from 64 in and out on rows of 4–13 px. On an Ice Lake Xeon (full width, the
+/// direct kernel's products twice as fast against the same transforms) it took 1.2–1.8x more time on
+/// every layer of 64 channels or fewer (32 → 32 at 14×14: 832 against 508 µs; 64 → 64 at 14×14: 2573
+/// against 2150) and 1.1–1.7x less from 128 channels on rows of ≥ 7 px (128 → 128 at 32×32: 34.9
+/// against 43.6 ms), and lost to im2col on 4×4 rows (256 → 256: 4.4 against 3.4 ms).
+fn takes_on(half: bool, ow: usize, cin: usize, cout: usize) -> bool {
+    if half {
+        cin >= 32 && (ow >= 14 || (ow >= 4 && cin >= 64 && cout >= 64))
+    } else {
+        cin >= 128 && cout >= 128 && ow >= 7
+    }
+}
+
+/// Whether this CPU runs its 512-bit FMAs on 256-bit units, two passes each: AMD's family 19h (Zen 4;
+/// its Zen 3 parts have no AVX-512). Intel's AVX-512 cores and AMD's later ones run them at full
+/// width. Read once from CPUID, so the choice (and with it the bits) is fixed for a machine.
+fn half_width_fma() -> bool {
+    static HALF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HALF.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::__cpuid;
+            // CPUID exists on every x86_64 CPU, and leaves 0 and 1 on every one.
+            let (v, f) = (__cpuid(0), __cpuid(1));
+            let amd = (v.ebx, v.edx, v.ecx) == (u32::from_le_bytes(*b"Auth"), u32::from_le_bytes(*b"enti"), u32::from_le_bytes(*b"cAMD"));
+            let base = (f.eax >> 8) & 0xf;
+            let family = if base == 0xf { base + ((f.eax >> 20) & 0xff) } else { base };
+            amd && family == 0x19
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
 }
 
 /// Tiles (2 × 2 output blocks) per chunk of images taken through the products together, by input
