@@ -254,7 +254,11 @@ unsafe fn tile<const V: usize>(f: &Fixed, t: usize) {
         while k0 < kk {
             let k1 = (k0 + f.kc).min(kk);
             let mut acc = [[_mm512_setzero_ps(); NC]; V];
-            for k in k0..k1 {
+            // At least one k (k1 > k0: kc ≥ 1), so the loop is written to run once before its test:
+            // with `for`, the compiler kept the zeros for an empty range in memory, a 1.5 KB memset
+            // per block (4–5% of a network's forward on an Ice Lake Xeon, by `perf`).
+            let mut k = k0;
+            loop {
                 let p = f.xp.offset(t as isize + *f.offk.get_unchecked(k));
                 let mut a = [_mm512_setzero_ps(); V];
                 for (v, a) in a.iter_mut().enumerate() {
@@ -266,6 +270,10 @@ unsafe fn tile<const V: usize>(f: &Fixed, t: usize) {
                     for v in 0..V {
                         acc[v][j] = _mm512_fmadd_ps(a[v], b, acc[v][j]);
                     }
+                }
+                k += 1;
+                if k >= k1 {
+                    break;
                 }
             }
             for (v, accv) in acc.iter().enumerate() {
