@@ -22,9 +22,9 @@ pub(super) fn takes(ow: usize, cin: usize, cout: usize) -> bool {
 /// the transforms cost per value what the products save per channel pair, so few channels and small
 /// images stay direct. On a Zen 4 (half width) Winograd took 1.1–2.0x less time from 32 channels on
 /// rows of ≥ 14 px and from 64 in and out on rows of 4–13 px. On an Ice Lake Xeon (full width, the
-/// direct kernel's products twice as fast against the same transforms) it took 1.2–1.8x more time on
+/// direct kernel's products twice as fast against the same transforms) it took 1.1–1.8x more time on
 /// every layer of 64 channels or fewer (32 → 32 at 14×14: 832 against 508 µs; 64 → 64 at 14×14: 2573
-/// against 2150) and 1.1–1.7x less from 128 channels on rows of ≥ 7 px (128 → 128 at 32×32: 34.9
+/// against 2150) and 1.1–1.6x less from 128 channels on rows of ≥ 7 px (128 → 128 at 32×32: 34.9
 /// against 43.6 ms), and lost to im2col on 4×4 rows (256 → 256: 4.4 against 3.4 ms).
 fn takes_on(half: bool, ow: usize, cin: usize, cout: usize) -> bool {
     if half {
