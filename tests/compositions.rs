@@ -103,7 +103,7 @@ fn fisher_rao_correction_is_unbiased_where_experts_overlap() {
     let naive = mean_of(MixtureMethod::Naive, 2);
     // The fr weights are noisy even where the final ESS is high: the run-to-run sd of the weighted mean
     // was measured at 0.040 over 8 seeds at N = 10 000 (examples in the closing note), so the mean of 8
-    // runs has sd 0.014; allow 4 sd = 0.057. Naive is unweighted (run sd ≈ 0.005) and lands ≈ 0.07 off:
+    // runs has sd 0.014; allow 4 sd = 0.057. Naive is unweighted (run sd ≈ 0.005) and lands 0.06–0.07 off:
     // the mean of 2 runs has sd 0.0035, so 0.04 is more than 8 sd inside its offset and 2 runs suffice.
     eprintln!("fr: mean x {fr:.4}, naive {naive:.4}, truth {:.4}", tm[0]);
     assert!((fr - tm[0]).abs() < 0.057, "fr mean {fr} vs {}", tm[0]);
