@@ -93,69 +93,142 @@ pub fn mean_cov(x: &[f64], w: Option<&[f64]>, d: usize) -> (Vec<f64>, Vec<f64>) 
 }
 
 /// Eigenvalues and eigenvectors (the columns of the second, row-major n × n) of the symmetric matrix
-/// `m` by cyclic Jacobi rotations, to rounding. Each rotation updates rows p and q of the matrix (kept
-/// symmetric by copying them into columns p and q) and rows p and q of the transposed eigenvector
-/// matrix, so the inner loops run over contiguous memory.
+/// `m`, to rounding: a Householder reduction to tridiagonal form, then implicit QR steps with
+/// Wilkinson's shift on the tridiagonal matrix (Golub & Van Loan, §8.3), both accumulated into the
+/// eigenvectors. O(n³), in contrast to cyclic Jacobi's many O(n³) sweeps: for the classifier's
+/// 128 × 128 feature covariances it takes milliseconds.
 pub fn sym_eigen(m: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut a = m.to_vec();
-    // vt: row i is eigenvector i.
-    let mut vt = vec![0.0; n * n];
-    (0..n).for_each(|i| vt[i * n + i] = 1.0);
-    let (mut rp, mut rq) = (vec![0.0; n], vec![0.0; n]);
-    for _sweep in 0..60 {
-        let off: f64 = (0..n).map(|i| (0..n).filter(|&j| j != i).map(|j| a[i * n + j] * a[i * n + j]).sum::<f64>()).sum();
-        let diag: f64 = (0..n).map(|i| a[i * n + i] * a[i * n + i]).sum();
-        // Converged when the off-diagonal mass is 1e-24 of the diagonal's; rounding keeps it from zero.
-        if off <= 1e-24 * diag.max(f64::MIN_POSITIVE) {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                let (app, aqq) = (a[p * n + p], a[q * n + q]);
-                if apq.abs() <= 1e-18 * (app.abs() + aqq.abs()) {
-                    a[p * n + q] = 0.0;
-                    a[q * n + p] = 0.0;
-                    continue;
-                }
-                let theta = (aqq - app) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                rp.copy_from_slice(&a[p * n..(p + 1) * n]);
-                rq.copy_from_slice(&a[q * n..(q + 1) * n]);
-                for k in 0..n {
-                    let (x, y) = (rp[k], rq[k]);
-                    a[p * n + k] = c * x - s * y;
-                    a[q * n + k] = s * x + c * y;
-                }
-                a[p * n + p] = app - t * apq;
-                a[q * n + q] = aqq + t * apq;
-                a[p * n + q] = 0.0;
-                a[q * n + p] = 0.0;
-                for k in 0..n {
-                    if k != p && k != q {
-                        a[k * n + p] = a[p * n + k];
-                        a[k * n + q] = a[q * n + k];
-                    }
-                }
-                rp.copy_from_slice(&vt[p * n..(p + 1) * n]);
-                rq.copy_from_slice(&vt[q * n..(q + 1) * n]);
-                for k in 0..n {
-                    let (x, y) = (rp[k], rq[k]);
-                    vt[p * n + k] = c * x - s * y;
-                    vt[q * n + k] = s * x + c * y;
-                }
-            }
-        }
-    }
+    let (l, qt) = tridiagonal_qr(m, n, true);
     let mut v = vec![0.0; n * n];
     for i in 0..n {
         for j in 0..n {
-            v[j * n + i] = vt[i * n + j];
+            v[i * n + j] = qt[j * n + i];
         }
     }
-    ((0..n).map(|i| a[i * n + i]).collect(), v)
+    (l, v)
+}
+
+/// The eigenvalues alone of the symmetric matrix `m` (n × n), as [`sym_eigen`] gives them.
+pub fn sym_eigenvalues(m: &[f64], n: usize) -> Vec<f64> {
+    tridiagonal_qr(m, n, false).0
+}
+
+/// [`sym_eigen`]'s work: the eigenvalues and, when `vectors`, the transposed eigenvector matrix (row j
+/// is eigenvector j, so every update below runs over contiguous rows).
+fn tridiagonal_qr(m: &[f64], n: usize, vectors: bool) -> (Vec<f64>, Vec<f64>) {
+    let (mut d, mut e, qt) = householder_tridiagonal(m, n, vectors);
+    let mut qt = qt;
+    let norm = d.iter().chain(&e).fold(0.0f64, |a, &b| a.max(b.abs()));
+    // e[i] couples i and i + 1; it is negligible at rounding level of its neighbours (or, for a block
+    // of zero eigenvalues, of the matrix).
+    let small = |d: &[f64], e: &[f64], i: usize| e[i].abs() <= f64::EPSILON * (d[i].abs() + d[i + 1].abs()) + f64::EPSILON * f64::EPSILON * norm;
+    let mut hi = n.saturating_sub(1);
+    // Wilkinson's shift converges cubically, in ≈ 2 steps per eigenvalue; the cap only guards termination.
+    let mut budget = 30 * n.max(1);
+    while hi > 0 && budget > 0 {
+        if small(&d, &e, hi - 1) {
+            e[hi - 1] = 0.0;
+            hi -= 1;
+            continue;
+        }
+        let mut lo = hi - 1;
+        while lo > 0 && !small(&d, &e, lo - 1) {
+            lo -= 1;
+        }
+        budget -= 1;
+        qr_step(&mut d, &mut e, lo, hi, vectors.then_some((&mut qt[..], n)));
+    }
+    (d, qt)
+}
+
+/// Reduces the symmetric `m` to tridiagonal form Qᵀ m Q by Householder reflections: the diagonal, the
+/// off-diagonal (e[i] at (i, i + 1)) and, when `vectors`, Qᵀ row-major (else empty).
+fn householder_tridiagonal(m: &[f64], n: usize, vectors: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let mut a = m.to_vec();
+    let mut qt = vec![0.0; if vectors { n * n } else { 0 }];
+    if vectors {
+        (0..n).for_each(|i| qt[i * n + i] = 1.0);
+    }
+    let mut e = vec![0.0; n.saturating_sub(1)];
+    let (mut v, mut p) = (vec![0.0; n], vec![0.0; n]);
+    for k in 0..n.saturating_sub(1) {
+        // Reflect x = a[k + 1.., k] onto α e₁ with H = I − 2 v vᵀ, |v| = 1.
+        let x = |i: usize| a[i * n + k];
+        let xnorm = (k + 1..n).map(|i| x(i) * x(i)).sum::<f64>().sqrt();
+        let alpha = if x(k + 1) > 0.0 { -xnorm } else { xnorm };
+        (k + 1..n).for_each(|i| v[i] = x(i));
+        v[k + 1] -= alpha;
+        let vnorm = (k + 1..n).map(|i| v[i] * v[i]).sum::<f64>().sqrt();
+        e[k] = alpha;
+        if vnorm == 0.0 {
+            // Already in place (the column below the subdiagonal is zero).
+            e[k] = x(k + 1);
+            continue;
+        }
+        (k + 1..n).for_each(|i| v[i] /= vnorm);
+        // The trailing block B becomes H B H = B − 2 (v wᵀ + w vᵀ), w = B v − (vᵀ B v) v.
+        for i in k + 1..n {
+            p[i] = (k + 1..n).map(|j| a[i * n + j] * v[j]).sum();
+        }
+        let vbv: f64 = (k + 1..n).map(|i| v[i] * p[i]).sum();
+        (k + 1..n).for_each(|i| p[i] -= vbv * v[i]);
+        for i in k + 1..n {
+            let (vi, wi) = (v[i], p[i]);
+            for j in k + 1..n {
+                a[i * n + j] -= 2.0 * (vi * p[j] + wi * v[j]);
+            }
+        }
+        if vectors {
+            // Q ← Q H: Qᵀ's rows k + 1.. lose 2 v_j u, u = Σ_j v_j Qᵀ_j.
+            let mut u = vec![0.0; n];
+            for j in k + 1..n {
+                let vj = v[j];
+                u.iter_mut().zip(&qt[j * n..(j + 1) * n]).for_each(|(s, &q)| *s += vj * q);
+            }
+            for j in k + 1..n {
+                let vj = 2.0 * v[j];
+                qt[j * n..(j + 1) * n].iter_mut().zip(&u).for_each(|(q, &s)| *q -= vj * s);
+            }
+        }
+    }
+    ((0..n).map(|i| a[i * n + i]).collect(), e, qt)
+}
+
+/// One implicit symmetric QR step with Wilkinson's shift on the unreduced block lo..=hi of the
+/// tridiagonal (d, e), chasing the bulge down with Givens rotations (applied to Qᵀ's rows if given).
+fn qr_step(d: &mut [f64], e: &mut [f64], lo: usize, hi: usize, mut qt: Option<(&mut [f64], usize)>) {
+    let delta = 0.5 * (d[hi - 1] - d[hi]);
+    let b = e[hi - 1];
+    let mu = d[hi] - b * b / (delta + if delta >= 0.0 { 1.0 } else { -1.0 } * delta.hypot(b));
+    let (mut x, mut z) = (d[lo] - mu, e[lo]);
+    for k in lo..hi {
+        // G = [[c, s], [−s, c]] on (k, k + 1) with c x − s z = r, s x + c z = 0.
+        let r = x.hypot(z);
+        let (c, s) = if r == 0.0 { (1.0, 0.0) } else { (x / r, -z / r) };
+        if k > lo {
+            e[k - 1] = r;
+        }
+        let (a, bb, cc) = (d[k], e[k], d[k + 1]);
+        d[k] = c * c * a - 2.0 * c * s * bb + s * s * cc;
+        d[k + 1] = s * s * a + 2.0 * c * s * bb + c * c * cc;
+        e[k] = c * s * (a - cc) + (c * c - s * s) * bb;
+        if k + 1 < hi {
+            // The rotation fills (k + 2, k): the bulge the next rotation removes.
+            z = -s * e[k + 1];
+            e[k + 1] *= c;
+            x = e[k];
+        }
+        if let Some((q, n)) = qt.as_mut() {
+            let n = *n;
+            let (top, bottom) = q.split_at_mut((k + 1) * n);
+            let (rk, rk1) = (&mut top[k * n..], &mut bottom[..n]);
+            rk.iter_mut().zip(rk1.iter_mut()).for_each(|(p, q)| {
+                let (u, w) = (*p, *q);
+                *p = c * u - s * w;
+                *q = s * u + c * w;
+            });
+        }
+    }
 }
 
 /// The Fréchet distance between the Gaussians N(m1, c1) and N(m2, c2) in d dimensions:
@@ -190,7 +263,7 @@ pub fn frechet_gaussians(m1: &[f64], c1: &[f64], m2: &[f64], c2: &[f64], d: usiz
             m[j * d + i] = v;
         }
     }
-    let tr_sqrt: f64 = sym_eigen(&m, d).0.iter().map(|&l| l.max(0.0).sqrt()).sum();
+    let tr_sqrt: f64 = sym_eigenvalues(&m, d).iter().map(|&l| l.max(0.0).sqrt()).sum();
     let dm: f64 = m1.iter().zip(m2).map(|(a, b)| (a - b) * (a - b)).sum();
     let tr = |c: &[f64]| (0..d).map(|i| c[i * d + i]).sum::<f64>();
     (dm + tr(c1) + tr(c2) - 2.0 * tr_sqrt).max(0.0)
@@ -232,5 +305,46 @@ mod frechet_tests {
                 assert!((r - c2[i * 2 + j]).abs() < 1e-12);
             }
         }
+    }
+
+    /// V diag(λ) Vᵀ = m and VᵀV = I to rounding (relative 1e-12 of the matrix's scale, > 30 n ε for
+    /// the n ≤ 128 here), and the eigenvalues alone agree with those of the full decomposition.
+    fn check_decomposition(m: &[f64], n: usize) {
+        let (l, v) = sym_eigen(m, n);
+        let scale = m.iter().fold(1e-300f64, |a, &b| a.max(b.abs()));
+        for i in 0..n {
+            for j in 0..n {
+                let r: f64 = (0..n).map(|k| v[i * n + k] * l[k] * v[j * n + k]).sum();
+                assert!((r - m[i * n + j]).abs() < 1e-12 * scale, "n = {n}: ({i}, {j}) {r} vs {}", m[i * n + j]);
+                let o: f64 = (0..n).map(|k| v[k * n + i] * v[k * n + j]).sum();
+                assert!((o - if i == j { 1.0 } else { 0.0 }).abs() < 1e-12, "n = {n}: VᵀV ({i}, {j}) = {o}");
+            }
+        }
+        let (mut a, mut b) = (l.clone(), sym_eigenvalues(m, n));
+        a.sort_by(f64::total_cmp);
+        b.sort_by(f64::total_cmp);
+        a.iter().zip(&b).for_each(|(x, y)| assert!((x - y).abs() < 1e-12 * scale, "{x} vs {y}"));
+    }
+
+    #[test]
+    fn eigen_decompositions_reconstruct_their_matrices() {
+        let mut r = rng::seeded(4);
+        for n in [1usize, 2, 3, 17, 60, 128] {
+            let mut g = vec![0.0; n * n];
+            rng::fill_normal(&mut r, &mut g);
+            let sym: Vec<f64> = (0..n * n).map(|k| g[k] + g[(k % n) * n + k / n]).collect();
+            check_decomposition(&sym, n);
+            // A covariance of fewer points than dimensions, every 7th feature dead: rank-deficient,
+            // a block of zero eigenvalues, as the classifier's features give.
+            let pts = (n / 3).max(1);
+            let mut x = vec![0.0; pts * n];
+            rng::fill_normal(&mut r, &mut x);
+            x.chunks_exact_mut(n).for_each(|row| row.iter_mut().step_by(7).for_each(|v| *v = 0.0));
+            check_decomposition(&mean_cov(&x, None, n).1, n);
+        }
+        // Repeated eigenvalues: the identity and a diagonal with a double value.
+        check_decomposition(&[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0], 3);
+        check_decomposition(&[2.0, 0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 2.0], 3);
+        check_decomposition(&[], 0);
     }
 }
