@@ -36,7 +36,8 @@ fn takes_on(half: bool, ow: usize, cin: usize, cout: usize) -> bool {
 
 /// Whether this CPU runs its 512-bit FMAs on 256-bit units, two passes each: AMD's family 19h (Zen 4;
 /// its Zen 3 parts have no AVX-512). Intel's AVX-512 cores run them at full width; AMD's later
-/// families are taken as full width too (not measured here). Read once from CPUID, so the choice (and with it the bits) is fixed for a machine.
+/// families are taken as full width too (not measured here). Read once from CPUID, so the choice
+/// (and with it the bits) is fixed for a machine.
 fn half_width_fma() -> bool {
     static HALF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *HALF.get_or_init(|| {
