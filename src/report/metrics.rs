@@ -116,8 +116,7 @@ pub fn sym_eigenvalues(m: &[f64], n: usize) -> Vec<f64> {
 /// [`sym_eigen`]'s work: the eigenvalues and, when `vectors`, the transposed eigenvector matrix (row j
 /// is eigenvector j, so every update below runs over contiguous rows).
 fn tridiagonal_qr(m: &[f64], n: usize, vectors: bool) -> (Vec<f64>, Vec<f64>) {
-    let (mut d, mut e, qt) = householder_tridiagonal(m, n, vectors);
-    let mut qt = qt;
+    let (mut d, mut e, mut qt) = householder_tridiagonal(m, n, vectors);
     let norm = d.iter().chain(&e).fold(0.0f64, |a, &b| a.max(b.abs()));
     // e[i] couples i and i + 1; it is negligible at rounding level of its neighbours (or, for a block
     // of zero eigenvalues, of the matrix).
@@ -150,7 +149,7 @@ fn householder_tridiagonal(m: &[f64], n: usize, vectors: bool) -> (Vec<f64>, Vec
         (0..n).for_each(|i| qt[i * n + i] = 1.0);
     }
     let mut e = vec![0.0; n.saturating_sub(1)];
-    let (mut v, mut p) = (vec![0.0; n], vec![0.0; n]);
+    let (mut v, mut p, mut u) = (vec![0.0; n], vec![0.0; n], vec![0.0; if vectors { n } else { 0 }]);
     for k in 0..n.saturating_sub(1) {
         // Reflect x = a[k + 1.., k] onto α e₁ with H = I − 2 v vᵀ, |v| = 1.
         let x = |i: usize| a[i * n + k];
@@ -161,8 +160,7 @@ fn householder_tridiagonal(m: &[f64], n: usize, vectors: bool) -> (Vec<f64>, Vec
         let vnorm = (k + 1..n).map(|i| v[i] * v[i]).sum::<f64>().sqrt();
         e[k] = alpha;
         if vnorm == 0.0 {
-            // Already in place (the column below the subdiagonal is zero).
-            e[k] = x(k + 1);
+            // Already in place: x = 0, so α = 0 is the subdiagonal.
             continue;
         }
         (k + 1..n).for_each(|i| v[i] /= vnorm);
@@ -180,7 +178,7 @@ fn householder_tridiagonal(m: &[f64], n: usize, vectors: bool) -> (Vec<f64>, Vec
         }
         if vectors {
             // Q ← Q H: Qᵀ's rows k + 1.. lose 2 v_j u, u = Σ_j v_j Qᵀ_j.
-            let mut u = vec![0.0; n];
+            u.fill(0.0);
             for j in k + 1..n {
                 let vj = v[j];
                 u.iter_mut().zip(&qt[j * n..(j + 1) * n]).for_each(|(s, &q)| *s += vj * q);
